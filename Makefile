@@ -1,0 +1,45 @@
+# The README's two commands: `make study` and `make test`. Both create .venv with what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# CPU machines pin torch through the constraint file; set UFPA_CPU=0 to keep a CUDA torch, 1 to force the pin.
+UFPA_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
+CONSTRAINT := $(if $(filter 1,$(UFPA_CPU)),-c environments/constraints-cpu.txt,)
+NOTEBOOKS := notebooks/01_derivation.ipynb notebooks/02_numerical_verification.ipynb
+STAMP := $(VENV)/.installed
+
+.PHONY: study test venv lint notebooks clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml environments/constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(CONSTRAINT) -e '.[dev]'
+	touch $@
+
+# Execute every study notebook with papermill into reports/notebooks/ (figures and records land in reports/).
+study: $(STAMP)
+	@mkdir -p reports/notebooks
+	@for nb in $(NOTEBOOKS); do \
+	  echo "papermill $$nb"; \
+	  $(BIN)/papermill --no-progress-bar --cwd notebooks $$nb reports/notebooks/$$(basename $$nb) || exit 1; \
+	done
+
+# Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	UFPA_REPORTS_DIR=$$(mktemp -d) $(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check ufpa tests
+
+# Re-execute the committed notebooks in place after changing ufpa/ (their outputs are what nbval compares).
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  UFPA_REPORTS_DIR=$$(mktemp -d) $(BIN)/jupyter nbconvert --to notebook --execute --inplace $$nb || exit 1; \
+	done
+
+clean:
+	rm -rf $(VENV) .pytest_cache
