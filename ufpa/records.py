@@ -1,0 +1,117 @@
+"""Results records: every number in ``reports/`` comes from one of these JSON files.
+
+A record holds what was run (``config``), what came out (``results``) and where it came from (``provenance``: git
+commit and whether the tree was dirty, device, torch/numpy/python versions, seed, UTC time). Records are written
+atomically, so an interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = 1
+
+
+def reports_dir(default: str | os.PathLike = REPO_ROOT / "reports") -> Path:
+    """Where reports go: ``$UFPA_REPORTS_DIR`` when set (tests use it to keep the tree clean), else ``default``."""
+    return Path(os.environ.get("UFPA_REPORTS_DIR") or default)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def device_description() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def provenance(seed: int | None = None) -> dict:
+    import torch
+
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": bool(status) if status is not None else None,
+        "device": device_description(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "seed": seed,
+        "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _clean(value):
+    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_record(path: str | os.PathLike, kind: str, config: dict, results: dict, seed: int | None = None) -> Path:
+    """Write a results record; returns its path."""
+    record = {"schema": SCHEMA, "kind": kind, "config": _clean(config), "results": _clean(results),
+              "provenance": provenance(seed)}
+    return atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+def read_record(path: str | os.PathLike, kind: str | None = None) -> dict:
+    """Read a record and check its shape, with an error that says what is wrong and how to fix it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no results record at {path}; run the notebook or command that writes it first")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); delete it and re-run the step that writes it") from err
+    missing = [k for k in ("schema", "kind", "config", "results", "provenance") if k not in record]
+    if missing:
+        raise ValueError(f"{path} is not a ufpa results record (missing {missing}); re-run the step that writes it")
+    if kind is not None and record["kind"] != kind:
+        raise ValueError(f"{path} holds a {record['kind']!r} record, expected {kind!r}")
+    return record

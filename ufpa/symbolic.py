@@ -1,0 +1,142 @@
+"""Symbolic derivation of feature positions and the fusion shift error (sympy).
+
+Each function derives one result from first principles under the convention of ``ufpa.geometry`` (sample ``i`` at
+``x = i``) and returns a sympy expression; notebook 01 shows the steps and ``max_deviation`` checks every result
+against ``ufpa.geometry`` on sample values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import sympy as sp
+
+o, j = sp.symbols("o j", integer=True, nonnegative=True)  # output index, kernel tap
+k, s, d = sp.symbols("k s d", integer=True, positive=True)  # kernel, stride, dilation
+p = sp.symbols("p", integer=True, nonnegative=True)  # padding
+n_in, n_out = sp.symbols("n_in n_out", integer=True, positive=True)
+K = sp.symbols("K", integer=True, positive=True)  # levels between the fused branches (upsampling by 2^K)
+S = sp.symbols("S", positive=True)  # stride of the fusion target, in input pixels
+n_hi, n_lo = sp.symbols("n_hi n_lo", integer=True, positive=True)  # target / source sizes along the axis
+m = sp.symbols("m", integer=True, positive=True)
+x = sp.symbols("x", real=True)
+
+
+def conv_tap() -> sp.Expr:
+    """Input index read by tap ``j`` of output ``o``: cross-correlation with stride, padding and dilation."""
+    return o * s - p + j * d
+
+
+def conv_centre() -> sp.Expr:
+    """Centre of the window: the mean of the k tap coordinates."""
+    return sp.simplify(sp.summation(conv_tap(), (j, 0, k - 1)) / k)
+
+
+def transposed_conv_centre() -> sp.Expr:
+    """Output o of a transposed conv sees the zero-inserted input (sample i at i*s) through the window
+    [o + p - d(k-1), o + p]; its centre in input units."""
+    first, last = o + p - d * (k - 1), o + p
+    return sp.simplify((first + last) / 2 / s)
+
+
+def _affine_through(points: Iterable[tuple[sp.Expr, sp.Expr]]) -> sp.Expr:
+    a, b = sp.symbols("a b")
+    sol = sp.solve([a * u + b - v for u, v in points], [a, b], dict=True)[0]
+    return sp.simplify(sol[a] * o + sol[b])
+
+
+def resize_grid(align_corners: bool) -> sp.Expr:
+    """Linear-interpolation grid. align_corners=False maps the outer pixel *edges* onto each other (-1/2 -> -1/2,
+    n_out - 1/2 -> n_in - 1/2); align_corners=True maps the corner pixel *centres* (0 -> 0, n_out-1 -> n_in-1)."""
+    half = sp.Rational(1, 2)
+    if align_corners:
+        return _affine_through([(0, 0), (n_out - 1, n_in - 1)])
+    return _affine_through([(-half, -half), (n_out - half, n_in - half)])
+
+
+def nearest_grid(exact: bool = False) -> sp.Expr:
+    """'nearest' copies index floor(o * n_in/n_out); 'nearest-exact' floor((o + 1/2) * n_in/n_out)."""
+    return sp.floor((o + (sp.Rational(1, 2) if exact else 0)) * n_in / n_out)
+
+
+def compose(first: sp.Expr, second: sp.Expr) -> sp.Expr:
+    """Data-flow composition: ``first`` runs, then ``second``; substitute second's position into first's map."""
+    return sp.simplify(first.subs(o, second))
+
+
+def strided_chain(levels: int | sp.Symbol) -> sp.Expr:
+    """A chain of 3x3 / stride-2 / padding-1 convs: each is x = 2o (offset d(k-1)/2 - p = 0), so ``levels`` of
+    them give x = 2**levels * o."""
+    step = conv_centre().subs({k: 3, s: 2, p: 1, d: 1})
+    if isinstance(levels, int):
+        expr = o
+        for _ in range(levels):
+            expr = compose(step, expr)
+        return expr
+    return 2 ** levels * o
+
+
+def fusion_error(mode: str) -> sp.Expr:
+    """Shift (input px) of a branch upsampled by 2^K into a target branch of stride S, at target index o.
+
+    Both branches sit on offset-free strided grids: target x = S*o, source x = 2^K*S*i. The upsampling picks the
+    source coordinate i(o); the error is 2^K*S*i(o) - S*o.
+    """
+    factor = 2 ** K
+    if mode == "nearest":
+        src = sp.floor(o / factor)
+    elif mode == "bilinear":  # align_corners=False with scale factor 2^K: n_in/n_out = 2^-K
+        src = resize_grid(False).subs(n_in, n_out / factor)
+    elif mode == "bilinear_corners":
+        src = resize_grid(True).subs({n_in: n_lo, n_out: n_hi})
+    elif mode == "aligned":
+        src = o / factor
+    else:
+        raise ValueError(f"unknown mode {mode!r}; choose nearest, bilinear, bilinear_corners or aligned")
+    return sp.simplify(factor * S * src - S * o)
+
+
+def nearest_error_closed_form() -> sp.Expr:
+    """-S (o mod 2^K): the nearest error is a sawtooth, largest (S (2^K - 1)) at the last copy of each sample."""
+    return -S * sp.Mod(o, 2 ** K)
+
+
+def corner_alignment_condition() -> sp.Expr:
+    """align_corners=True fuses without shift for every o iff this expression is zero: n_hi - 1 = 2^K (n_lo - 1)."""
+    return sp.factor(sp.simplify(fusion_error("bilinear_corners") / (S * o) * (n_hi - 1)))
+
+
+def halving_size(n: sp.Expr) -> sp.Expr:
+    """Samples after a 3x3 / stride-2 / padding-1 conv: floor((n + 2 - 3)/2) + 1."""
+    return sp.floor((n - 1) / 2) + 1
+
+
+def max_deviation(expr: sp.Expr, numeric: Callable[..., np.ndarray], samples: Iterable[dict]) -> float:
+    """Largest |expr - numeric| over ``samples`` (dicts of symbol values; ``o`` runs over ``range(count)``).
+
+    ``numeric(**sample)`` returns the geometry's values for ``o = 0 .. count-1``.
+    """
+    worst = 0.0
+    fn = sp.lambdify([o, *sorted(expr.free_symbols - {o}, key=str)], expr, modules="numpy")
+    for sample in samples:
+        sample = dict(sample)
+        count = sample.pop("count")
+        args = [sample[str(sym)] for sym in sorted(expr.free_symbols - {o}, key=str)]
+        sym_vals = np.broadcast_to(np.asarray(fn(np.arange(count), *args), dtype=np.float64), (count,))
+        worst = max(worst, float(np.max(np.abs(sym_vals - np.asarray(numeric(**sample), dtype=np.float64)))))
+    return worst
+
+
+def aligned_border_error() -> sp.Expr:
+    """Size-free aligned upsampling past the last source sample reads min(o/2^K, n_lo - 1): the error there is
+    -S * max(0, o - 2^K (n_lo - 1)); zero on the interior."""
+    factor = 2 ** K
+    return sp.simplify(factor * S * sp.Min(o / factor, n_lo - 1) - S * o)
+
+
+def show(label: str, expr) -> None:
+    """Render ``label = expr`` as math in a notebook."""
+    from IPython.display import Math, display
+
+    display(Math(f"{label} = {sp.latex(expr)}"))

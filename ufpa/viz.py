@@ -1,0 +1,132 @@
+"""Figures of the study. Every position drawn here comes from ``ufpa.geometry``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from . import geometry
+
+MODE_LABELS = {
+    "nearest": "nearest",
+    "bilinear": "bilinear, align_corners=False",
+    "bilinear_corners": "bilinear, align_corners=True",
+    "aligned": "size-free aligned (x = o/2^k)",
+}
+MODE_COLORS = {"nearest": "#d62728", "bilinear": "#ff7f0e", "bilinear_corners": "#1f77b4", "aligned": "#2ca02c"}
+_PNG_META = {"Software": None}  # keeps saved PNGs identical across runs
+
+
+def sampling_panel(ax, n_in: int, mode: str, target_convs: int = 1, source_convs: int = 2, title: str | None = None):
+    """One axis of a two-branch fusion: input pixels, target conv outputs, source conv outputs, and where the
+    upsampled source samples land, with the shift of each against its target drawn as a bar."""
+    target = geometry.downsample_path(target_convs)
+    down = geometry.downsample_path(source_convs)
+    n_t, n_s = target.out_size(n_in), down.out_size(n_in)
+    factor = 2 ** (source_convs - target_convs)
+    up = down.then(geometry.upsample(mode, n_s, n_t, factor))
+    rows = {
+        "input pixels": np.arange(n_in, dtype=float),
+        f"stride-{2 ** source_convs} source": down.positions(n_s),
+        f"stride-{2 ** target_convs} target": target.positions(n_t),
+        "upsampled source": up.sampled_positions(n_in),
+    }
+    ys = {name: y for name, y in zip(rows, (3, 2, 1, 0))}
+    for name, xs in rows.items():
+        style = dict(marker="|", ms=14, color="0.5") if name == "input pixels" else dict(marker="o", ms=6)
+        ax.plot(xs, np.full_like(xs, ys[name]), ls="", **style)
+    target_x = rows[f"stride-{2 ** target_convs} target"]
+    for x in target_x:
+        ax.axvline(x, color="0.85", lw=0.8, zorder=0)
+    shift = rows["upsampled source"] - target_x
+    for xt, dx in zip(target_x, shift):
+        if abs(dx) > 1e-9:
+            ax.annotate("", xy=(xt + dx, 0.0), xytext=(xt, 0.45), arrowprops=dict(arrowstyle="->", color="#d62728"))
+    worst = np.max(np.abs(shift))
+    ax.set_yticks(list(ys.values()), list(ys.keys()))
+    ax.set_ylim(-0.6, 3.6)
+    ax.set_xlim(-1, n_in)
+    ax.set_xlabel("input pixel coordinate x")
+    ax.set_title(title or f"{MODE_LABELS[mode]}, input {n_in}: worst shift {worst:g} px", fontsize=10)
+    return shift
+
+
+def sampling_illustration(path: str | os.PathLike | None = None):
+    """The paper-style figure: corner-unaligned vs corner-aligned interpolation, misaligned vs aligned."""
+    panels = [
+        (16, "nearest", "nearest x2, input 16: sawtooth shift"),
+        (16, "bilinear", "corner-unaligned (align_corners=False), input 16: constant shift"),
+        (16, "bilinear_corners", "corner-aligned (align_corners=True), input 16: shift grows across the axis"),
+        (17, "bilinear_corners", "corner-aligned, input 17 = 4m+1: aligned"),
+        (16, "aligned", "size-free aligned x = o/2, input 16: aligned inside, clamped at the far edge"),
+    ]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.2 * len(panels)), constrained_layout=True)
+    shifts = {}
+    for ax, (n, mode, title) in zip(axes, panels):
+        shifts[(n, mode)] = sampling_panel(ax, n, mode, title=title)
+    if path is not None:
+        _save(fig, path)
+    return fig, shifts
+
+
+def misalignment_animation(path: str | os.PathLike, n_in: int = 192, levels=(1, 2, 3)):
+    """Animated GIF: fusion shift into branch 0 of an HRNet-like network, one frame per source branch."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
+    modes = [m for m in geometry.UPSAMPLE_MODES]
+    worst = max(abs(geometry.multiscale_fusion_shift(n_in, max(levels), 0, m).sampled_shift).max() for m in modes)
+
+    def draw(frame):
+        ax.clear()
+        level = levels[frame]
+        for mode in modes:
+            fs = geometry.multiscale_fusion_shift(n_in, level, 0, mode)
+            x = geometry.downsample_path(2).positions(len(fs.shift))
+            ax.plot(x, fs.sampled_shift, drawstyle="steps-mid", color=MODE_COLORS[mode], label=MODE_LABELS[mode])
+        ax.set_ylim(-1.1 * worst, 0.4 * worst)
+        ax.set_xlabel("target feature position (input px)")
+        ax.set_ylabel("shift (input px)")
+        ax.set_title(f"branch {level} upsampled x{2 ** level} into branch 0, input {n_in}")
+        ax.legend(loc="lower left", fontsize=8)
+
+    anim = FuncAnimation(fig, draw, frames=len(levels))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    anim.save(tmp, writer=PillowWriter(fps=1))
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path
+
+
+def deviation_plot(results, path: str | os.PathLike | None = None, floor: float = 1e-18, tolerance: float = 1e-9):
+    """Per-family distribution of the worst deviation of each probed configuration (log scale; exact zeros are
+    drawn at ``floor``)."""
+    import seaborn as sns
+
+    data = results.melt(id_vars=["family"], value_vars=["interior_max_dev", "border_max_dev"],
+                        var_name="outputs", value_name="deviation").dropna()
+    data["outputs"] = data["outputs"].map({"interior_max_dev": "interior", "border_max_dev": "border (rule)"})
+    data["log10 deviation (px)"] = np.log10(np.maximum(data["deviation"].to_numpy(float), floor))
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    sns.stripplot(data=data, x="log10 deviation (px)", y="family", hue="outputs", dodge=True, jitter=0.25,
+                  size=2.5, alpha=0.6, ax=ax)
+    ax.axvline(np.log10(tolerance), color="#d62728", ls="--", label=f"tolerance {tolerance:g} px")
+    ax.set_xlim(np.log10(floor) - 1, 1)
+    ax.set_title(f"realised vs predicted positions over {len(results)} configurations (0 drawn at {floor:g})")
+    ax.legend(loc="lower right", fontsize=8)
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def _save(fig, path):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110, metadata=_PNG_META if path.suffix == ".png" else None)
+    os.replace(tmp, path)
