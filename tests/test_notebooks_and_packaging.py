@@ -1,0 +1,108 @@
+"""Notebook structure (pyhf-style), a papermill run asserting on what it records, the CLI, and packaging."""
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_notebooks_exist_and_are_numbered():
+    names = [nb.name for nb in NOTEBOOKS]
+    assert "01_derivation.ipynb" in names and "02_numerical_verification.ipynb" in names
+    assert all(re.match(r"\d\d_[a-z0-9_]+\.ipynb$", n) for n in names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exactly_one_literal_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    tree = ast.parse(tagged[0].source)
+    for stmt in tree.body:
+        assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)
+        ast.literal_eval(stmt.value)  # raises on anything but a literal
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_notebooks_keep_outputs_and_stay_thin(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.get("execution_count") for c in code), "execute with `make notebooks` before committing"
+    assert not any(re.search(r"^\s*(def|class) ", c.source, re.M) for c in code), "logic belongs in ufpa"
+
+
+def test_papermill_run_records_a_passing_verification(tmp_path):
+    import papermill as pm
+
+    out_nb = tmp_path / "02.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "02_numerical_verification.ipynb"), str(out_nb),
+                        parameters=dict(n_cases=1000, seed=5, reports=str(tmp_path / "reports")),
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    record = json.loads((tmp_path / "reports" / "results" / "numerical_verification.json").read_text())
+    assert record["kind"] == "numerical_verification" and record["config"]["seed"] == 5
+    assert record["results"]["configs"] == 1000 and record["results"]["passed"] is True
+    assert record["results"]["worst_interior_px"] <= 1e-9
+    assert record["provenance"]["torch"]
+    for name in ("02_deviations.png", "02_sampling_grids.png", "02_misalignment_levels.gif"):
+        assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
+    gif = (tmp_path / "reports" / "figures" / "02_misalignment_levels.gif").read_bytes()
+    assert gif[:6] == b"GIF89a"
+
+
+def test_cli(tmp_path):
+    run = [sys.executable, "-m", "ufpa"]
+    out = subprocess.run(run + ["aligned-size", "256", "193"], capture_output=True, text=True, check=True).stdout
+    assert "256: not aligned; use 257" in out and "193: aligned" in out
+    rec = tmp_path / "v.json"
+    res = subprocess.run(run + ["verify", "--cases", "40", "--quiet", "--out", str(rec)], capture_output=True,
+                         text=True)
+    assert res.returncode == 0 and "passed" in res.stdout and rec.is_file()
+    bad = subprocess.run(run + ["verify", "--cases", "0"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "--cases" in bad.stderr
+
+
+def _names(requirements):
+    return {re.split(r"[<>=!~ \[]", r.strip(), maxsplit=1)[0].lower(): r.strip() for r in requirements}
+
+
+def test_environment_yml_agrees_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = _names(conda + [p for p in pip if not p.startswith("-")])
+    listed["torch"] = listed.pop("pytorch")  # conda's name for torch
+    listed.pop("python"), listed.pop("pip")
+    assert set(listed) == set(wanted), set(listed) ^ set(wanted)
+    for name, spec in wanted.items():  # same lower bounds
+        assert re.sub(r"^[a-z0-9_.-]+", "", spec.lower()) == re.sub(r"^[a-z0-9_.-]+", "", listed[name].lower()), name
+
+
+def test_cpu_constraint_pins_torch_and_the_makefile_uses_it():
+    pins = [line for line in (ROOT / "environments" / "constraints-cpu.txt").read_text().splitlines()
+            if line and not line.startswith("#")]
+    assert pins == ["torch==2.13.0"]
+    make = (ROOT / "Makefile").read_text()
+    assert "-c environments/constraints-cpu.txt" in make and "-e '.[dev]'" in make
+    assert re.search(r"^study:", make, re.M) and re.search(r"^test:", make, re.M)
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "torch>=2.4" in project["dependencies"] and project["requires-python"] == ">=3.10"
+
+
+def test_readme_documents_the_contract():
+    readme = (ROOT / "README.md").read_text()
+    for needle in ("make study", "make test", "x = i", "ufpa/", "notebooks/", "reports/"):
+        assert needle in readme, needle
