@@ -69,6 +69,12 @@ def test_composition_is_data_flow_order():
         a.then("conv")
 
 
+def test_composite_taps_follow_both_ops():
+    lo, hi = g.conv(3, 2, 1).then(g.conv(3, 2, 1)).taps(64)
+    o = np.arange(16)
+    assert np.array_equal(lo, 4 * o - 3) and np.array_equal(hi, 4 * o + 3)
+
+
 def test_composite_interior_marks_padding_and_clamping():
     path = g.downsample_path(2).then(g.upsample("aligned", 64, 128, 2))
     inner = path.interior(256)

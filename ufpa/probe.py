@@ -183,15 +183,15 @@ def _conv_reads(case, pm):
 def _pool_reads(case, pm):
     p = case.params
     k, s, pad = p["kernel"], p["stride"], p["padding"]
-    ramp, ones = _ramp_and_ones(case)
-    n, o = case.n_in, np.arange(pm.out_size(case.n_in))
-    lo, hi = pm.taps(n)
+    ramp, _ = _ramp_and_ones(case)
+    n = case.n_in
+    lo, _ = pm.taps(n)
     if case.family == "avg_pool":
         pool = F.avg_pool1d if case.dims == 1 else F.avg_pool2d
         got = _line(pool(ramp, _pair(case, k, 1), _pair(case, s, 1), _pair(case, pad, 0), count_include_pad=False),
                     case)
-        taps = [t for t in (o[:, None] * s - pad + np.arange(k)[None, :])]
-        want = np.array([np.mean(t[(t >= 0) & (t <= n - 1)]) for t in taps])
+        windows = lo[:, None] + np.arange(k)[None, :]
+        want = np.array([np.mean(t[(t >= 0) & (t <= n - 1)]) for t in windows])
         return np.abs(got - pm.positions(len(got))), np.abs(got - want)
     d = p["dilation"]
     pool = F.max_pool1d if case.dims == 1 else F.max_pool2d

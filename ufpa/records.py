@@ -40,7 +40,15 @@ def device_description() -> str:
 
     if torch.cuda.is_available():
         return f"cuda:{torch.cuda.get_device_name(0)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{os.cpu_count()}"
+    model = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model here; platform.processor() is often empty
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu:{model} x{os.cpu_count()}"
 
 
 def provenance(seed: int | None = None) -> dict:

@@ -77,7 +77,7 @@ def misalignment_animation(path: str | os.PathLike, n_in: int = 192, levels=(1, 
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     fig, ax = plt.subplots(figsize=(7, 3.6), constrained_layout=True)
-    modes = [m for m in geometry.UPSAMPLE_MODES]
+    modes = list(geometry.UPSAMPLE_MODES)
     worst = max(abs(geometry.multiscale_fusion_shift(n_in, max(levels), 0, m).sampled_shift).max() for m in modes)
 
     def draw(frame):
