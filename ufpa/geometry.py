@@ -17,10 +17,10 @@ centre of its window in the zero-inserted input; for linear interpolation, the s
 interpolation, the index it copies; for pixel shuffle, the sub-pixel centre ``i - 0.5 + (t + 0.5) / r`` of sub-position
 ``t`` inside input pixel ``i``. ``ufpa.probe`` checks every map against the real torch op.
 
-Border rule. ``interior(n_in)`` marks outputs that read real input samples only. Elsewhere the op pads (a conv's taps
-read zeros or the clamped edge) or clamps (linear interpolation reads ``clip(x, 0, n_in - 1)``; nearest reads
-``min(index, n_in - 1)``). ``positions`` is the nominal grid; ``sampled_positions`` is what the op really reads after
-clamping, which is where the border cost of a map shows.
+Border rule. ``positions`` is the nominal grid; ``sampled_positions`` is what the op really reads after clamping
+(linear interpolation reads ``clip(x, 0, n_in - 1)``, nearest ``min(index, n_in - 1)``), and ``clamped(n_in)`` marks
+where the two differ: that is where the border cost of a map shows, and what fusion statistics call border.
+``interior(n_in)`` is stricter, for single ops: outputs whose taps all read real samples (no padding, no clamping).
 """
 
 from __future__ import annotations
@@ -110,6 +110,11 @@ class PositionMap:
         """What each of the ``out_size(n_in)`` outputs really reads, after the op's own clamping."""
         o = np.arange(self.out_size(n_in), dtype=np.float64)
         return self._sampled_at(o, n_in)
+
+    def clamped(self, n_in: int) -> np.ndarray:
+        """Outputs whose sampled position differs from the nominal one: some step clamped or extrapolated."""
+        n = self.out_size(n_in)
+        return np.abs(self.sampled_positions(n_in) - self.positions(n)) > 1e-9
 
     def then(self, other: PositionMap) -> PositionMap:
         """Compose in data-flow order: ``self`` runs first, ``other`` on its output."""
@@ -303,10 +308,13 @@ class Nearest(_FixedSize):
         o = np.asarray(coords, dtype=np.float64)
         if not np.all(o == np.round(o)):
             raise ValueError(f"{self.name} is not affine: its positions exist at integer output indices only")
-        return np.minimum(self._unclamped(o), self.in_size - 1).astype(np.float64)
+        return self._unclamped(o).astype(np.float64)
+
+    def _sampled_at(self, coords, n_in):
+        return np.minimum(self._at(coords), self.in_size - 1)
 
     def taps(self, n_in):
-        idx = self.positions(self.out_size(n_in)).astype(np.int64)
+        idx = self.sampled_positions(n_in).astype(np.int64)
         return idx, idx
 
     def interior(self, n_in):
@@ -467,8 +475,10 @@ def identity() -> PositionMap:
 class FusionShift:
     """Shift of a source path against the fusion target, per fused output index, in input pixels.
 
-    ``shift`` uses the nominal grids; ``sampled_shift`` what the ops really read (clamped at borders). Interior
-    statistics use interior outputs only; border statistics report the rest, so nothing is hidden.
+    ``shift`` uses the nominal grids; ``sampled_shift`` what the ops really read. Interior outputs are those whose
+    samples lie inside the maps they read on both paths (no step clamped); border outputs are the rest, reported with
+    the sampled shift, so nothing is hidden. Conv padding does not count as border: it changes a window's content,
+    not its centre.
     """
 
     shift: np.ndarray
@@ -501,7 +511,7 @@ def fusion_shift(target: PositionMap, source: PositionMap, n_in: int) -> FusionS
     if n_target != n_source:
         raise ValueError(f"cannot fuse maps of {n_source} and {n_target} samples (input {n_in}): torch would refuse "
                          "the add/concat; upsample the source to the target size")
-    interior = target.interior(n_in) & source.interior(n_in)
+    interior = ~target.clamped(n_in) & ~source.clamped(n_in)
     return FusionShift(
         shift=source.positions(n_target) - target.positions(n_target),
         sampled_shift=source.sampled_positions(n_in) - target.sampled_positions(n_in),
