@@ -44,3 +44,25 @@ def aligned_upsample(x: torch.Tensor, factor, size) -> torch.Tensor:
 def _far_pad(ndim: int) -> list[int]:
     # F.pad lists (before, after) pairs from the last axis backwards; pad only "after" on every spatial axis.
     return [0, 1] * ndim
+
+
+def upsample(x: torch.Tensor, mode: str, factor: int, size) -> torch.Tensor:
+    """Upsample ``x`` by ``factor`` to spatial ``size`` with one of ``geometry.UPSAMPLE_MODES``.
+
+    The same names select the position map in ``geometry.upsample``: 'nearest' and 'bilinear' (align_corners=False)
+    scale by ``factor`` and must land on ``size``; 'bilinear_corners' resizes to ``size`` with align_corners=True;
+    'aligned' samples at ``o / factor`` (:func:`aligned_upsample`).
+    """
+    size = tuple(int(s) for s in size)
+    if mode in ("nearest", "bilinear"):
+        y = F.interpolate(x, scale_factor=float(factor), mode=mode,
+                          align_corners=None if mode == "nearest" else False)
+        if tuple(y.shape[2:]) != size:
+            raise ValueError(f"{mode} x{factor} turns {tuple(x.shape[2:])} into {tuple(y.shape[2:])}, not {size}: "
+                             "the input size is not a multiple of the network's total stride")
+        return y
+    if mode == "bilinear_corners":
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+    if mode == "aligned":
+        return aligned_upsample(x, factor, size)
+    raise ValueError(f"unknown upsample mode {mode!r}; choose nearest, bilinear, bilinear_corners or aligned")

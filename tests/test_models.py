@@ -1,0 +1,92 @@
+"""ufpa.models: presets, parameter counts, alignment variants, heads, input-size checks."""
+
+import pytest
+import torch
+
+from ufpa.models import ALIGNMENTS, HEADS, create_model, list_models
+
+SIZES = {"ufpa": (129, 97)}  # 32m+1 for the paper's variant
+DEFAULT = (128, 96)
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_registry():
+    assert {"hrnet_w32", "hrnet_w48", "hrnet_w16_small", "hrnet_w8_tiny"} <= set(list_models())
+    assert list_models("hrnet_w4*") == ["hrnet_w48"]
+    with pytest.raises(ValueError, match="unknown model"):
+        create_model("hrnet_w33")
+    with pytest.raises(ValueError, match="unknown alignment"):
+        create_model("hrnet_w8_tiny", alignment="aligned")
+    with pytest.raises(ValueError, match="unknown head"):
+        create_model("hrnet_w8_tiny", head="regression")
+
+
+@pytest.mark.parametrize("name, expected", [("hrnet_w32", 28_536_113), ("hrnet_w48", 63_595_745)])
+def test_hrnet_parameter_counts_match_the_paper(name, expected):
+    assert n_params(create_model(name)) == expected
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_every_variant_has_the_baseline_parameter_count(head):
+    base = n_params(create_model("hrnet_w16_small", head=head, input_size=DEFAULT))
+    for alignment in ALIGNMENTS:
+        size = SIZES.get(alignment, DEFAULT)
+        assert n_params(create_model("hrnet_w16_small", alignment=alignment, head=head, input_size=size)) == base
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+@pytest.mark.parametrize("head", HEADS)
+def test_forward_backward_and_output_grid(alignment, head):
+    torch.manual_seed(0)
+    size = SIZES.get(alignment, DEFAULT)
+    model = create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head=head, input_size=size)
+    x = torch.randn(2, 3, *size)
+    y = model(x)
+    channels = 15 if head == "udp" else 5
+    assert y.shape == (2, channels, *model.output_size())
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    pm = model.output_position_map()
+    assert pm.out_size(size[0]) == y.shape[2]
+    if head in ("heatmap", "udp"):
+        assert (pm.scale, pm.offset) == (4.0, 0.0)
+    else:  # pixel shuffle by 4 from stride-4 features: pixel o sits at x = o - 1.5
+        assert (pm.scale, pm.offset) == (1.0, -1.5)
+
+
+def test_ufpa_uses_replicate_padding_and_corner_aligned_upsampling():
+    model = create_model("hrnet_w8_tiny", alignment="ufpa", input_size=(129, 97))
+    modes = {m.padding_mode for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)}
+    assert modes == {"replicate"}
+    resamples = [m for m in model.modules() if type(m).__name__ == "Resample"]
+    assert resamples and {m.mode for m in resamples} == {"bilinear_corners"}
+
+
+@pytest.mark.parametrize("alignment, size, message", [
+    ("ufpa", (256, 192), r"use 225 or 257"),
+    ("ufpa", (257, 192), r"width 192 is not: use 161 or 193"),
+    ("baseline", (250, 192), r"multiples of 32; input height 250 is not: use 224 or 256"),
+    ("bilinear", (256, 190), r"use 160 or 192"),
+    ("ufpa_any", (20, 190), r"too small"),
+])
+def test_wrong_input_sizes_name_valid_ones(alignment, size, message):
+    with pytest.raises(ValueError, match=message):
+        create_model("hrnet_w8_tiny", alignment=alignment, input_size=size)
+
+
+def test_size_free_variants_accept_any_size():
+    for alignment in ("bilinear_corners", "ufpa_any"):
+        model = create_model("hrnet_w8_tiny", alignment=alignment, input_size=(250, 190))
+        assert model(torch.randn(1, 3, 250, 190)).shape[-2:] == (63, 48)
+
+
+def test_cpu_forward_is_deterministic():
+    torch.manual_seed(1)
+    a = create_model("hrnet_w8_tiny")
+    torch.manual_seed(1)
+    b = create_model("hrnet_w8_tiny")
+    x = torch.randn(1, 3, 128, 96)
+    assert torch.equal(a(x), b(x))

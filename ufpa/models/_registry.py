@@ -1,0 +1,44 @@
+"""Model registry: presets register by name; ``create_model`` and ``list_models`` are the entry points."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+_MODELS: dict[str, Callable] = {}
+
+ALIGNMENTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
+
+
+def register_model(fn: Callable) -> Callable:
+    """Decorator for a preset function ``fn(**kwargs) -> nn.Module``; its name is the model name."""
+    if fn.__name__ in _MODELS:
+        raise ValueError(f"model {fn.__name__!r} is registered twice")
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern`` (e.g. 'hrnet*'), sorted."""
+    return sorted(name for name in _MODELS if fnmatch.fnmatch(name, pattern))
+
+
+def create_model(name: str, num_keypoints: int = 17, alignment: str = "baseline", head: str = "heatmap",
+                 input_size: tuple[int, int] = (256, 192), **kwargs):
+    """Build a registered model.
+
+    ``alignment`` picks how features are resampled where paths meet (see ``ALIGNMENTS`` and each model's
+    docstring); ``head`` the output head ('heatmap', 'udp', 'sr', 'duc'); ``input_size`` is (H, W) and is checked
+    against what the alignment needs (e.g. 32m+1 for HRNet 'ufpa').
+    """
+    if name not in _MODELS:
+        close = [m for m in _MODELS if name.split("_")[0] in m] or list_models()
+        raise ValueError(f"unknown model {name!r}; choose one of {close}")
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
+    if num_keypoints < 1:
+        raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
+    size = tuple(int(s) for s in input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"input_size must be (H, W) with positive sizes, got {input_size!r}")
+    return _MODELS[name](num_keypoints=num_keypoints, alignment=alignment, head=head, input_size=size, **kwargs)
