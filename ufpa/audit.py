@@ -101,6 +101,9 @@ def _module_maps(module: nn.Module, in_hw, out_hw, where: str):
             op = _pair(module.output_padding)
             return [geometry.transposed_conv(ks[a], st[a], pd_[a], dl[a], op[a]) for a in range(2)]
         return [geometry.conv(ks[a], st[a], pd_[a], dl[a]) for a in range(2)]
+    if isinstance(module, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReplicationPad2d, nn.ReflectionPad2d)):
+        left, right, top, bottom = module.padding
+        return [geometry.pad(top, bottom), geometry.pad(left, right)]
     if isinstance(module, nn.PixelShuffle):
         return [geometry.pixel_shuffle(module.upscale_factor)] * 2
     if isinstance(module, nn.Upsample):

@@ -39,6 +39,7 @@ __all__ = [
     "nearest",
     "pixel_shuffle",
     "aligned_upsample",
+    "pad",
     "identity",
     "FusionShift",
     "fusion_shift",
@@ -360,6 +361,23 @@ class AlignedUpsample(_FixedSize):
     _sampled_at = Resize._sampled_at
 
 
+class Pad(_Affine):
+    """Explicit padding (``F.pad`` / ``nn.ZeroPad2d`` and friends): output ``o`` is input ``o - before``."""
+
+    def __init__(self, before: int, after: int):
+        _check_kernel(1, 1, before, 1)
+        _check_kernel(1, 1, after, 1)
+        self.before, self.after = int(before), int(after)
+        super().__init__(f"pad({before},{after})", 1.0, -float(before))
+
+    def out_size(self, n_in):
+        return _as_index(n_in, "n_in") + self.before + self.after
+
+    def taps(self, n_in):
+        o = np.arange(self.out_size(n_in)) - self.before
+        return o, o
+
+
 class Identity(_Affine):
     def __init__(self):
         super().__init__("identity", 1.0, 0.0)
@@ -463,6 +481,11 @@ def pixel_shuffle(factor: int) -> PositionMap:
 def aligned_upsample(factor: int, in_size: int, out_size: int) -> PositionMap:
     """Size-free aligned upsampling: ``x = o / factor`` (clamped to in-1 past the last sample)."""
     return AlignedUpsample(factor, in_size, out_size)
+
+
+def pad(before: int, after: int) -> PositionMap:
+    """Explicit padding of one axis: ``x = o - before``; added samples read padding (zeros or the clamped edge)."""
+    return Pad(before, after)
 
 
 def identity() -> PositionMap:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from . import geometry, ops
 
 FAMILIES = ("conv", "avg_pool", "max_pool", "transposed_conv", "linear", "nearest", "nearest-exact",
-            "pixel_shuffle", "aligned_upsample")
+            "pixel_shuffle", "aligned_upsample", "pad")
 
 BORDER_RULES = {
     "conv": "taps in padding read per padding_mode (zeros: nothing; replicate: clamped; reflect: mirrored)",
@@ -44,6 +44,7 @@ BORDER_RULES = {
     "nearest-exact": "reads min(index, n_in - 1)",
     "pixel_shuffle": "no border: every output reads a real pixel",
     "aligned_upsample": "reads clip(o / factor, 0, n_in - 1)",
+    "pad": "added samples read per mode (zeros: nothing; replicate: clamped; reflect: mirrored)",
 }
 
 
@@ -110,6 +111,8 @@ def geometry_map(case: ProbeCase) -> geometry.PositionMap:
         return geometry.pixel_shuffle(p["factor"])
     if fam == "aligned_upsample":
         return geometry.aligned_upsample(p["factor"], case.n_in, p["size"])
+    if fam == "pad":
+        return geometry.pad(p["before"], p["after"])
     raise ValueError(f"unknown probe family {fam!r}; choose one of {FAMILIES}")
 
 
@@ -166,18 +169,35 @@ def _conv_reads(case, pm):
             layer.weight.zero_()
             layer.weight.view(-1)[j] = 1.0
             got, hit = _line(layer(ramp), case), _line(layer(ones), case)
-        tap = o * s - pad + j * d
-        inside = (tap >= 0) & (tap <= n - 1)
-        if mode == "zeros":
-            want, want_hit = np.where(inside, tap, 0), inside.astype(float)
-        elif mode == "replicate":
-            want, want_hit = np.clip(tap, 0, n - 1), np.ones(n_out)
-        else:  # reflect
-            want, want_hit = np.abs(tap), np.ones(n_out)
-            want = np.where(want > n - 1, 2 * (n - 1) - want, want)
+        want, want_hit = _padding_rule(o * s - pad + j * d, n, mode)
         rule_dev = np.maximum(rule_dev, np.maximum(np.abs(got - want), np.abs(hit - want_hit)))
         readings.append(got)
     return np.abs(np.mean(readings, axis=0) - pm.positions(n_out)), rule_dev
+
+
+def _padding_rule(index: np.ndarray, n: int, mode: str):
+    """What an index outside ``[0, n-1]`` reads under a padding mode: (value of a ramp, value of ones)."""
+    inside = (index >= 0) & (index <= n - 1)
+    if mode == "zeros":
+        return np.where(inside, index, 0), inside.astype(float)
+    if mode == "replicate":
+        return np.clip(index, 0, n - 1), np.ones(len(index))
+    mirrored = np.abs(index)
+    return np.where(mirrored > n - 1, 2 * (n - 1) - mirrored, mirrored), np.ones(len(index))
+
+
+def _pad_reads(case, pm):
+    p = case.params
+    ramp, ones = _ramp_and_ones(case)
+    if case.dims == 1:
+        pads = (p["before"], p["after"])
+    else:  # (left, right, top, bottom)
+        pads = (p["before"], p["after"], 0, 0) if case.axis == -1 else (0, 0, p["before"], p["after"])
+    mode = {"zeros": "constant"}.get(p["mode"], p["mode"])
+    got, hit = _line(F.pad(ramp, pads, mode=mode), case), _line(F.pad(ones, pads, mode=mode), case)
+    index = np.arange(pm.out_size(case.n_in)) - p["before"]
+    want, want_hit = _padding_rule(index, case.n_in, p["mode"])
+    return np.abs(got - pm.positions(len(got))), np.maximum(np.abs(got - want), np.abs(hit - want_hit))
 
 
 def _pool_reads(case, pm):
@@ -269,7 +289,8 @@ def _pixel_shuffle_reads(case, pm):
 
 _READERS = {"conv": _conv_reads, "avg_pool": _pool_reads, "max_pool": _pool_reads,
             "transposed_conv": _transposed_reads, "linear": _interp_reads, "nearest": _interp_reads,
-            "nearest-exact": _interp_reads, "aligned_upsample": _interp_reads, "pixel_shuffle": _pixel_shuffle_reads}
+            "nearest-exact": _interp_reads, "aligned_upsample": _interp_reads, "pixel_shuffle": _pixel_shuffle_reads,
+            "pad": _pad_reads}
 
 
 def run_case(case: ProbeCase) -> ProbeResult:
@@ -331,6 +352,10 @@ def _draw(family: str, rng: np.random.Generator) -> ProbeCase:
         dims, axis = 2, int(rng.choice([-1, -2]))
         n_in = int(rng.integers(5, 31))
         params = dict(factor=int(rng.integers(1, 5)))
+    elif family == "pad":
+        mode = str(rng.choice(["zeros", "replicate", "reflect"]))
+        limit = n_in - 1 if mode == "reflect" else 6
+        params = dict(before=int(rng.integers(0, limit + 1)), after=int(rng.integers(0, limit + 1)), mode=mode)
     elif family == "aligned_upsample":
         f = int(rng.integers(1, 9))
         params = dict(factor=f, size=int(rng.integers(max(1, f * (n_in - 2)), f * n_in + 2)))

@@ -29,23 +29,28 @@ def conv_bn(cin, cout, kernel, stride=1, padding_mode="zeros", relu=True) -> nn.
 
 
 class Resample(nn.Module):
-    """Parameter-free upsampling of a source tensor onto the grid of a target tensor (``like``).
+    """Parameter-free upsampling by ``factor``, onto the grid of a target tensor (``like``) when given.
 
     ``mode`` is a ``geometry.UPSAMPLE_MODES`` name; :meth:`position_map` gives the ``ufpa.geometry`` map of one
-    axis, which the audit uses, so the model and the algebra name the same grid.
+    axis, which the audit uses, so the model and the algebra name the same grid. Without ``like`` the output has
+    ``factor * n`` samples, or ``factor * (n - 1) + 1`` when ``corners=True`` (the 32m+1 size convention).
     """
 
-    def __init__(self, mode: str, factor: int):
+    def __init__(self, mode: str, factor: int, corners: bool = False):
         super().__init__()
         if mode not in geometry.UPSAMPLE_MODES:
             raise ValueError(f"unknown upsample mode {mode!r}; choose one of {geometry.UPSAMPLE_MODES}")
-        self.mode, self.factor = mode, int(factor)
+        self.mode, self.factor, self.corners = mode, int(factor), bool(corners)
 
-    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return ops.upsample(x, self.mode, self.factor, like.shape[-2:])
+    def forward(self, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        if like is not None:
+            size = like.shape[-2:]
+        else:
+            size = [self.factor * (n - 1) + 1 if self.corners else self.factor * n for n in x.shape[-2:]]
+        return ops.upsample(x, self.mode, self.factor, size)
 
     def position_map(self, in_size: int, out_size: int) -> geometry.PositionMap:
         return geometry.upsample(self.mode, in_size, out_size, self.factor)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, factor={self.factor}"
+        return f"mode={self.mode!r}, factor={self.factor}, corners={self.corners}"
