@@ -119,3 +119,25 @@ def test_plain_torch_model_with_upsample_and_concat():
 
     df = audit.audit(Tiny(), (16, 16))
     assert len(df) == 2 and df.max_abs_px.max() == 1.0 and df.stride.unique().tolist() == [1.0]
+
+
+@pytest.mark.parametrize("alignment, size, interior, border", [
+    ("baseline", (128, 96), {4.0: 2.0, 8.0: 4.0, 16.0: 8.0}, False),
+    ("bilinear", (128, 96), {4.0: 0.0, 8.0: 0.0, 16.0: 0.0}, True),
+    ("ufpa", (129, 97), {4.0: 0.0, 8.0: 0.0, 16.0: 0.0}, False),
+    ("ufpa_any", (128, 96), {4.0: 0.0, 8.0: 0.0, 16.0: 0.0}, True),
+])
+def test_hourglass_audit(alignment, size, interior, border):
+    """2x2 pooling puts samples half a pixel off the nearest grid at every level; offset-free pooling fixes it."""
+    model = create_model("hourglass_small", alignment=alignment, input_size=size)
+    df = audit.audit(model, size)
+    up = df[df.source.str.contains("resample")]
+    assert up.groupby("stride").max_abs_px.max().to_dict() == interior
+    assert (up.border_max_abs_px.max() > 0) == border
+    assert audit.empirical_positions(model, size).max_dev_px.max() <= 1e-9
+
+
+def test_simplebaseline_has_only_aligned_residual_fusions():
+    model = create_model("simplebaseline_r18", input_size=(128, 96))
+    df = audit.audit(model, (128, 96))
+    assert len(df) == 2 * 8 and df.max_abs_px.max() == 0  # 8 residual adds, two axes each

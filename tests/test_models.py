@@ -14,7 +14,9 @@ def n_params(model):
 
 
 def test_registry():
-    assert {"hrnet_w32", "hrnet_w48", "hrnet_w16_small", "hrnet_w8_tiny"} <= set(list_models())
+    assert {"hrnet_w32", "hrnet_w48", "hrnet_w16_small", "hrnet_w8_tiny", "simplebaseline_r18", "simplebaseline_r50",
+            "simplebaseline_r101", "simplebaseline_r152", "hourglass_4", "hourglass_8", "hourglass_small"} <= set(
+        list_models())
     assert list_models("hrnet_w4*") == ["hrnet_w48"]
     with pytest.raises(ValueError, match="unknown model"):
         create_model("hrnet_w33")
@@ -29,20 +31,25 @@ def test_hrnet_parameter_counts_match_the_paper(name, expected):
     assert n_params(create_model(name)) == expected
 
 
+SMALL = ["hrnet_w8_tiny", "simplebaseline_r18", "hourglass_small"]
+
+
+@pytest.mark.parametrize("name", ["hrnet_w16_small", "simplebaseline_r18", "hourglass_small"])
 @pytest.mark.parametrize("head", HEADS)
-def test_every_variant_has_the_baseline_parameter_count(head):
-    base = n_params(create_model("hrnet_w16_small", head=head, input_size=DEFAULT))
+def test_every_variant_has_the_baseline_parameter_count(name, head):
+    base = n_params(create_model(name, head=head, input_size=DEFAULT))
     for alignment in ALIGNMENTS:
         size = SIZES.get(alignment, DEFAULT)
-        assert n_params(create_model("hrnet_w16_small", alignment=alignment, head=head, input_size=size)) == base
+        assert n_params(create_model(name, alignment=alignment, head=head, input_size=size)) == base
 
 
+@pytest.mark.parametrize("name", SMALL)
 @pytest.mark.parametrize("alignment", ALIGNMENTS)
 @pytest.mark.parametrize("head", HEADS)
-def test_forward_backward_and_output_grid(alignment, head):
+def test_forward_backward_and_output_grid(name, alignment, head):
     torch.manual_seed(0)
     size = SIZES.get(alignment, DEFAULT)
-    model = create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head=head, input_size=size)
+    model = create_model(name, num_keypoints=5, alignment=alignment, head=head, input_size=size)
     x = torch.randn(2, 3, *size)
     y = model(x)
     channels = 15 if head == "udp" else 5
@@ -51,10 +58,28 @@ def test_forward_backward_and_output_grid(alignment, head):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
     pm = model.output_position_map()
     assert pm.out_size(size[0]) == y.shape[2]
+    assert model.output_stride == (4 if head in ("heatmap", "udp") else 1)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_hrnet_output_grids(head):
+    pm = create_model("hrnet_w8_tiny", head=head, input_size=DEFAULT).output_position_map()
     if head in ("heatmap", "udp"):
         assert (pm.scale, pm.offset) == (4.0, 0.0)
     else:  # pixel shuffle by 4 from stride-4 features: pixel o sits at x = o - 1.5
         assert (pm.scale, pm.offset) == (1.0, -1.5)
+
+
+@pytest.mark.parametrize("alignment, offset", [("baseline", -14.0), ("bilinear", 0.0), ("ufpa", 14.0),
+                                               ("ufpa_any", 14.0)])
+def test_simplebaseline_head_grid_comes_from_geometry(alignment, offset):
+    size = SIZES.get(alignment, DEFAULT)
+    pm = create_model("simplebaseline_r18", alignment=alignment, input_size=size).output_position_map()
+    assert pm.scale == 4.0 and pm.offset == offset
+
+
+def test_published_parameter_counts():
+    assert n_params(create_model("simplebaseline_r50")) == 33_999_697  # 34.0M (UDP README)
 
 
 def test_ufpa_uses_replicate_padding_and_corner_aligned_upsampling():
@@ -75,6 +100,17 @@ def test_ufpa_uses_replicate_padding_and_corner_aligned_upsampling():
 def test_wrong_input_sizes_name_valid_ones(alignment, size, message):
     with pytest.raises(ValueError, match=message):
         create_model("hrnet_w8_tiny", alignment=alignment, input_size=size)
+
+
+@pytest.mark.parametrize("name, alignment, size, message", [
+    ("hourglass_small", "baseline", (128, 100), r"multiples of 32; input width 100 is not: use 96 or 128"),
+    ("hourglass_small", "ufpa", (128, 97), r"32m\+1; input height 128 is not: use 97 or 129"),
+    ("hourglass_4", "ufpa", (256, 192), r"64m\+1"),
+    ("simplebaseline_r18", "ufpa", (256, 193), r"use 225 or 257"),
+])
+def test_other_families_check_sizes(name, alignment, size, message):
+    with pytest.raises(ValueError, match=message):
+        create_model(name, alignment=alignment, input_size=size)
 
 
 def test_size_free_variants_accept_any_size():

@@ -1,6 +1,6 @@
 """Pose models, timm-style: one file per architecture, small named presets, ``create_model`` / ``list_models``."""
 
-from . import hrnet  # noqa: F401  (registers the presets)
+from . import hourglass, hrnet, simple_baseline  # noqa: F401  (registers the presets)
 from ._registry import ALIGNMENTS, create_model, list_models, register_model
 from .heads import HEADS
 
