@@ -144,9 +144,10 @@ def check_input_size(alignment, input_size, depth):
                              f"{above - stride if above - stride > 1 else above} or {above}")
         if alignment in ("baseline", "bilinear") and n % stride:
             above = stride * -(-n // stride)
+            below = above - stride if above > stride else above
             raise ValueError(f"alignment {alignment!r} pools and upsamples by fixed factors, so input sizes must be "
-                             f"multiples of {stride}; input {axis} {n} is not: use {above - stride if above > stride else above} or "
-                             f"{above}, or alignment 'bilinear_corners' / 'ufpa_any' for any size")
+                             f"multiples of {stride}; input {axis} {n} is not: use {below} or {above}, or alignment "
+                             "'bilinear_corners' / 'ufpa_any' for any size")
 
 
 @register_model
