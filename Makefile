@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # CPU machines pin torch through the constraint file; set UFPA_CPU=0 to keep a CUDA torch, 1 to force the pin.
 UFPA_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
 CONSTRAINT := $(if $(filter 1,$(UFPA_CPU)),-c environments/constraints-cpu.txt,)
-NOTEBOOKS := notebooks/01_derivation.ipynb notebooks/02_numerical_verification.ipynb
+NOTEBOOKS := notebooks/01_derivation.ipynb notebooks/02_numerical_verification.ipynb \
+  notebooks/03_misalignment_in_models.ipynb
 STAMP := $(VENV)/.installed
 
 .PHONY: study test venv lint notebooks clean

@@ -60,6 +60,28 @@ def test_papermill_run_records_a_passing_verification(tmp_path):
     assert gif[:6] == b"GIF89a"
 
 
+def test_papermill_model_audit_notebook_records_its_tables(tmp_path):
+    import papermill as pm
+
+    pm.execute_notebook(str(ROOT / "notebooks" / "03_misalignment_in_models.ipynb"), str(tmp_path / "03.ipynb"),
+                        parameters=dict(model="hrnet_w8_tiny", sizes=[[128, 96]], focus_size=[128, 96],
+                                        other_models=["hourglass_small"],
+                                        other_size=[128, 96], cost_size=[128, 96],
+                                        reports=str(tmp_path / "reports")),
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    record = json.loads((tmp_path / "reports" / "results" / "misalignment_audit.json").read_text())
+    assert record["config"]["model"] == "hrnet_w8_tiny"
+    hrnet = record["results"]["hrnet"]
+    assert {row["alignment"] for row in hrnet} == {"baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any"}
+    worst = {row["up_levels"]: row["max_abs_px"] for row in hrnet
+             if row["alignment"] == "baseline" and row["stride"] == 4 and row["up_levels"] > 0}
+    assert worst == {1: 4.0, 2: 12.0, 3: 28.0}
+    assert record["results"]["empirical_max_dev_px"] <= 1e-9
+    assert len({row["params"] for row in record["results"]["costs"] if row["head"] == "heatmap"}) == 1
+    for name in ("03_fusion_misalignment.png", "03_corner_error_across_width.png"):
+        assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
+
+
 def test_cli(tmp_path):
     run = [sys.executable, "-m", "ufpa"]
     out = subprocess.run(run + ["aligned-size", "256", "193"], capture_output=True, text=True, check=True).stdout
@@ -70,6 +92,18 @@ def test_cli(tmp_path):
     assert res.returncode == 0 and "passed" in res.stdout and rec.is_file()
     bad = subprocess.run(run + ["verify", "--cases", "0"], capture_output=True, text=True)
     assert bad.returncode != 0 and "--cases" in bad.stderr
+    rec = tmp_path / "bench.json"
+    res = subprocess.run(run + ["bench", "models", "model=hrnet_w8_tiny", "batch=1", "steps=1", "warmup=0",
+                                "input_size=[64, 64]", "--out", str(rec)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    bench = json.loads(rec.read_text())
+    assert bench["kind"] == "bench_models" and bench["config"]["model"] == "hrnet_w8_tiny"
+    rows = {row["variant"]: row for row in bench["results"]["rows"]}
+    assert set(rows) == {"baseline", "ufpa", "ufpa_any"} and rows["ufpa"]["input_size"] == [65, 65]
+    assert all(row["images_per_s"] > 0 and row["peak_memory_mb"] > 0 for row in rows.values())
+    assert rows["baseline"]["step_time_ratio_vs_baseline"] == 1.0
+    bad = subprocess.run(run + ["bench", "models", "colour=red"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "key one of" in bad.stderr
 
 
 def _names(requirements):

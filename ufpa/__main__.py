@@ -27,6 +27,42 @@ def _aligned_size(args) -> int:
     return 0
 
 
+def _parse_overrides(pairs, cfg):
+    """nanoGPT-style ``key=value`` overrides of a dataclass config, parsed as Python literals (never evaluated)."""
+    import ast
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or key not in fields:
+            raise SystemExit(f"bad override {pair!r}: use key=value with key one of {sorted(fields)}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word such as device=cpu
+        setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
+    return cfg
+
+
+def _bench(args) -> int:
+    from . import bench, records
+
+    if args.what != "models":
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: models")
+    cfg = _parse_overrides(args.overrides, bench.BenchConfig())
+    results = bench.bench_models(cfg)
+    device = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    out = args.out or records.reports_dir() / "results" / f"bench_models_{cfg.model}_{device}.json"
+    records.write_record(out, "bench_models", bench.config_dict(cfg), results, cfg.seed)
+    for row in results["rows"]:
+        print(f"{row['variant']:10s} {row['input_size']} {row['images_per_s']:8.2f} img/s  step "
+              f"{row['step_s_median'] * 1e3:8.1f} ms  x{row['step_time_ratio_vs_baseline'] or 0:.3f}  "
+              f"peak {row['peak_memory_mb']:.0f} MB ({row['peak_memory_kind']})")
+    print(f"ufpa/baseline step time {results['ufpa_vs_baseline']} (goal <= {results['goal_ratio']}); record: {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ufpa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,6 +79,12 @@ def main(argv=None) -> int:
     sizes.add_argument("--levels", type=int, default=4, help="branches (HRNet: 4)")
     sizes.add_argument("--stem-stride", type=int, default=4)
     sizes.set_defaults(run=_aligned_size)
+
+    bench = sub.add_parser("bench", help="benchmarks that write records, e.g. `bench models model=hrnet_w32 batch=8`")
+    bench.add_argument("what", help="models")
+    bench.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.bench.BenchConfig")
+    bench.add_argument("--out", help="record path (default: reports/results/bench_models_<model>_<device>.json)")
+    bench.set_defaults(run=_bench)
 
     args = parser.parse_args(argv)
     if getattr(args, "cases", 1) < 1:

@@ -195,9 +195,10 @@ def audit(model: nn.Module, input_size) -> pd.DataFrame:
     """One row per (fusion point, incoming tensor, axis): misalignment in input pixels against the fusion target.
 
     Columns: ``node`` (fx name), ``module`` (owning module path), ``operand`` (index in the fusion), ``source`` (the
-    incoming tensor's node), ``axis``, ``size`` (samples along the axis), ``stride`` (input px per sample of the
-    target), ``max_abs_px`` / ``mean_abs_px`` (interior), ``interior_outputs``, ``border_width`` (outputs outside the
-    interior) and ``border_max_abs_px`` (what the ops really read there).
+    incoming tensor's node), ``axis``, ``size`` (samples along the axis), ``up_levels`` (x2 steps by which the
+    operand's last op upsampled: 0 for convs and residuals), ``stride`` (input px per sample of the target),
+    ``max_abs_px`` / ``mean_abs_px`` (interior), ``interior_outputs``, ``border_width`` (outputs outside the interior)
+    and ``border_max_abs_px`` (what the ops really read there).
     """
     input_size = tuple(int(s) for s in input_size)
     gm = trace(model, input_size)
@@ -205,12 +206,64 @@ def audit(model: nn.Module, input_size) -> pd.DataFrame:
     for node, operands, env in _walk(gm, input_size):
         target = operands[0]
         for k, src in enumerate(operands[1:], start=1):
+            before = next((a for a in src.args if isinstance(a, fx.Node) and _spatial(a)), None)
             for a, axis in enumerate(AXES):
                 fs = geometry.fusion_shift(env[target][a], env[src][a], input_size[a])
+                # x2 steps of the operand's last op, from real sizes (robust to 2n vs 2n-1 conventions)
+                up = round(np.log2(len(fs.shift) / _spatial(before)[a])) if before is not None else 0
                 rows.append(dict(node=node.name, module=_module_path(node), operand=k, source=src.name, axis=axis,
-                                 size=len(fs.shift), stride=env[target][a].scale, max_abs_px=fs.max_abs,
+                                 size=len(fs.shift), up_levels=up, stride=env[target][a].scale, max_abs_px=fs.max_abs,
                                  mean_abs_px=fs.mean_abs, interior_outputs=int(fs.interior.sum()),
                                  border_width=fs.border_width, border_max_abs_px=fs.border_max_abs))
+    return pd.DataFrame(rows)
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """Worst case over fusion points, per target stride and upsampling depth (both axes together)."""
+    return (table.groupby(["stride", "up_levels"])
+            .agg(fusions=("node", "nunique"), max_abs_px=("max_abs_px", "max"), mean_abs_px=("mean_abs_px", "max"),
+                 border_width=("border_width", "max"), border_max_abs_px=("border_max_abs_px", "max"))
+            .reset_index())
+
+
+def audit_variants(name: str, sizes, alignments=None, head: str = "heatmap") -> pd.DataFrame:
+    """``summarize(audit(...))`` of model ``name`` for every alignment variant and requested input size; 'ufpa' runs
+    at the next 32m+1 size. Columns add ``model``, ``alignment``, ``head``, ``requested`` and ``input_size``."""
+    from .bench import variant_input_size
+    from .models import ALIGNMENTS, create_model
+
+    frames = []
+    for requested in sizes:
+        for alignment in alignments or ALIGNMENTS:
+            size = variant_input_size(alignment, requested)
+            model = create_model(name, alignment=alignment, head=head, input_size=size)
+            table = summarize(audit(model, size))
+            table.insert(0, "input_size", f"{size[0]}x{size[1]}")
+            table.insert(0, "requested", f"{requested[0]}x{requested[1]}")
+            table.insert(0, "alignment", alignment)
+            table.insert(0, "model", name)
+            frames.append(table)
+    return pd.concat(frames, ignore_index=True)
+
+
+def output_grids(names, input_size, alignments=None, heads=("heatmap",)) -> pd.DataFrame:
+    """Where each model variant's output grid sits: output o at input x = scale * o + offset along the height axis
+    (the head's own map composed with the network's), with its output stride and parameter count."""
+    from .bench import variant_input_size
+    from .models import ALIGNMENTS, create_model
+
+    rows = []
+    for name in names:
+        for head in heads:
+            for alignment in alignments or ALIGNMENTS:
+                size = variant_input_size(alignment, input_size)
+                model = create_model(name, alignment=alignment, head=head, input_size=size)
+                pm = model.output_position_map()
+                rows.append(dict(model=name, head=head, alignment=alignment, input_size=f"{size[0]}x{size[1]}",
+                                 output_size="x".join(map(str, model.output_size())),
+                                 output_stride=model.output_stride, grid_scale=round(pm.scale, 6),
+                                 grid_offset_px=round(pm.offset, 6),
+                                 params=sum(p.numel() for p in model.parameters())))
     return pd.DataFrame(rows)
 
 

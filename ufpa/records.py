@@ -105,7 +105,7 @@ def write_record(path: str | os.PathLike, kind: str, config: dict, results: dict
     """Write a results record; returns its path."""
     record = {"schema": SCHEMA, "kind": kind, "config": _clean(config), "results": _clean(results),
               "provenance": provenance(seed)}
-    return atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return atomic_write_text(path, json.dumps(record, indent=1) + "\n")  # insertion order: readable, deterministic
 
 
 def read_record(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -128,5 +128,42 @@ def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, metadata=_PNG_META if path.suffix == ".png" else None)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=_PNG_META if path.suffix == ".png" else None)
     os.replace(tmp, path)
+
+
+def fusion_misalignment_plot(table, path=None, stride: float = 4.0):
+    """Worst interior and border shift per upsampling depth and variant, for fusions into one target stride."""
+    import seaborn as sns
+
+    data = table[(table["stride"] == stride) & (table["up_levels"] > 0)].melt(
+        id_vars=["alignment", "up_levels", "input_size"], value_vars=["max_abs_px", "border_max_abs_px"],
+        var_name="outputs", value_name="worst shift (input px)")
+    data["outputs"] = data["outputs"].map({"max_abs_px": "interior", "border_max_abs_px": "border"})
+    grid = sns.catplot(data=data, x="up_levels", y="worst shift (input px)", hue="alignment", col="outputs",
+                       kind="bar", errorbar=None, height=3.4, aspect=1.2)
+    grid.set_axis_labels("levels k below the target (upsampled x2^k)", "worst shift (input px)")
+    grid.figure.suptitle(f"fusions into the stride-{stride:g} branch", y=1.02)
+    if path is not None:
+        _save(grid.figure, path)
+    return grid.figure
+
+
+def corner_error_across_width(path=None, widths=(192, 193), levels=(1, 2, 3)):
+    """Shift across the image width for align_corners=True upsampling into branch 0: linear at even sizes, zero at
+    32m+1."""
+    fig, axes = plt.subplots(1, len(widths), figsize=(5 * len(widths), 3.4), sharey=True, constrained_layout=True)
+    for ax, n in zip(np.atleast_1d(axes), widths):
+        target_x = None
+        for level in levels:
+            fs = geometry.multiscale_fusion_shift(n, level, 0, "bilinear_corners")
+            target_x = geometry.downsample_path(2).positions(len(fs.shift))
+            ax.plot(target_x, fs.shift, label=f"branch {level} (x{2 ** level})")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_title(f"align_corners=True, input width {n}")
+        ax.set_xlabel("target feature position x (input px)")
+    np.atleast_1d(axes)[0].set_ylabel("shift (input px)")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    if path is not None:
+        _save(fig, path)
+    return fig

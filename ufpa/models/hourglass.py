@@ -3,7 +3,7 @@
 A stride-4 stem, then stacks of hourglasses with intermediate supervision. Each hourglass level fuses a skip branch
 with a branch that was pooled by 2 and upsampled by 2, recursively ``depth`` times. A 2x2/stride-2 max pool puts
 its output o at 2*o + 1/2 of its input, and nearest x2 upsampling copies floor(o/2): the published fusion is off by
-half a sample at every level (+-S/2 input px at stride S), and the errors compound down the recursion.
+half a sample at every level (+-S/2 input px at stride S), and the stem's 2x2 pool puts the heatmap grid at 4*o + 1.
 
 =================  ============================================  =================================================
 alignment          downsampling / upsampling                     valid input sizes (per axis)

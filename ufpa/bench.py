@@ -1,0 +1,159 @@
+"""Benchmarks that write records (never timed tests): model cost and training-step throughput per variant.
+
+``model_cost`` counts parameters and forward FLOPs (``torch.utils.flop_counter``: convolutions and matmuls;
+interpolation and pooling are not counted, which is why the aligned variants show their true zero-parameter,
+near-zero-FLOP cost only up to that resolution). ``bench_models`` times forward + backward steps of each alignment
+variant on the current device, each variant in a fresh process so its peak memory is its own, and compares the
+step time with the baseline's (the study's goal: ufpa / baseline <= 1.03). On CUDA it runs bf16 autocast and
+channels_last, and adds timm's HRNet features backbone with the same head when timm is installed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import geometry
+from .models import create_model
+
+GOAL_RATIO = 1.03
+
+
+def variant_input_size(alignment: str, input_size) -> tuple[int, int]:
+    """The input size a variant runs at for a requested size: 'ufpa' needs the next 32m+1 size."""
+    if alignment == "ufpa":
+        return tuple(geometry.aligned_size(n) for n in input_size)
+    return tuple(input_size)
+
+
+def model_cost(name: str, alignment: str = "baseline", head: str = "heatmap", input_size=(256, 192)) -> dict:
+    """Parameters and forward FLOPs (one image) of a model variant."""
+    size = variant_input_size(alignment, input_size)
+    model = create_model(name, alignment=alignment, head=head, input_size=size).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, *size))
+    return {"model": name, "alignment": alignment, "head": head, "input_size": list(size),
+            "params": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9}
+
+
+@dataclass
+class BenchConfig:
+    model: str = "hrnet_w32"  # registered model name
+    input_size: tuple[int, int] = (256, 192)  # requested (H, W); 'ufpa' runs at the next 32m+1 size
+    variants: tuple[str, ...] = ("baseline", "ufpa", "ufpa_any")
+    batch: int = 8
+    steps: int = 10  # timed steps per variant
+    warmup: int = 3  # untimed steps first
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    bf16: bool | None = None  # autocast to bf16; default: on for CUDA
+    channels_last: bool | None = None  # default: on for CUDA
+    threads: int = 0  # CPU threads (0: torch's default)
+    seed: int = 0
+    compare_timm: bool = True  # CUDA only: timm's hrnet_w32 features + the same head
+
+
+def _step_fn(model, x, target, bf16):
+    def step():
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x)
+        loss = torch.nn.functional.mse_loss(out.float(), target)
+        loss.backward()
+    return step
+
+
+def _time_steps(step, cfg: BenchConfig) -> list[float]:
+    sync = torch.cuda.synchronize if cfg.device.startswith("cuda") else (lambda: None)
+    for _ in range(cfg.warmup):
+        step()
+    sync()
+    times = []
+    for _ in range(cfg.steps):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _bench_one(cfg: BenchConfig, variant: str) -> dict:
+    """One variant, run in its own process: step times and peak memory."""
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cuda = cfg.device.startswith("cuda")
+    bf16 = cuda if cfg.bf16 is None else cfg.bf16
+    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+    size = variant_input_size(variant, cfg.input_size) if variant != "timm" else tuple(cfg.input_size)
+    if variant == "timm":
+        model = _timm_hrnet_with_head()
+    else:
+        model = create_model(cfg.model, alignment=variant, input_size=size)
+    model = model.to(cfg.device).train()
+    x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out_shape = model(x[:1]).shape
+    target = torch.randn(cfg.batch, *out_shape[1:], device=cfg.device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    times = _time_steps(_step_fn(model, x, target, bf16), cfg)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: KiB
+    median = sorted(times)[len(times) // 2]
+    return {"variant": variant, "input_size": list(size), "params": sum(p.numel() for p in model.parameters()),
+            "step_s_median": median, "step_s_all": times, "images_per_s": cfg.batch / median,
+            "peak_memory_mb": peak, "peak_memory_kind": "cuda_allocated" if cuda else "process_max_rss",
+            "bf16": bf16, "channels_last": channels_last}
+
+
+def _timm_hrnet_with_head(num_keypoints: int = 17):
+    import timm
+
+    class TimmPose(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            # feature_location='' returns the raw branch outputs; index 1 is branch 0 at stride 4 (32 channels)
+            self.backbone = timm.create_model("hrnet_w32", pretrained=False, features_only=True, feature_location="",
+                                              out_indices=(1,))
+            self.head = torch.nn.Conv2d(self.backbone.feature_info.channels()[0], num_keypoints, 1)
+
+        def forward(self, x):
+            return self.head(self.backbone(x)[0])
+
+    return TimmPose()
+
+
+def bench_models(cfg: BenchConfig) -> dict:
+    """Benchmark every variant of ``cfg`` (each in a fresh process); returns the results of a record."""
+    variants = list(cfg.variants)
+    if cfg.compare_timm and cfg.device.startswith("cuda") and cfg.model == "hrnet_w32":
+        try:
+            import timm  # noqa: F401
+
+            variants.append("timm")
+        except ImportError:
+            pass
+    ctx = mp.get_context("spawn")
+    rows = []
+    for variant in variants:
+        with ctx.Pool(1) as pool:
+            rows.append(pool.apply(_bench_one, (cfg, variant)))
+    base = next((r for r in rows if r["variant"] == "baseline"), None)
+    for r in rows:
+        r["step_time_ratio_vs_baseline"] = r["step_s_median"] / base["step_s_median"] if base else None
+    ufpa = next((r for r in rows if r["variant"] == "ufpa"), None)
+    ratio = ufpa["step_time_ratio_vs_baseline"] if ufpa and base else None
+    return {"rows": rows, "goal_ratio": GOAL_RATIO, "ufpa_vs_baseline": ratio,
+            "goal_met": None if ratio is None else ratio <= GOAL_RATIO}
+
+
+def config_dict(cfg: BenchConfig) -> dict:
+    return asdict(cfg)
