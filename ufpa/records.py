@@ -54,7 +54,8 @@ def device_description() -> str:
 def provenance(seed: int | None = None) -> dict:
     import torch
 
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # Dirty means the code differs from the commit; reports/ is what runs write, so it does not count.
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)reports")
     return {
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(status) if status is not None else None,
