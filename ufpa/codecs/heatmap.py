@@ -1,0 +1,150 @@
+"""Gaussian heatmap codecs.
+
+- ``msra`` (Xiao et al. 2018): Gaussian at the *rounded* keypoint (a quantisation bias of up to half a heatmap
+  sample), cut at 3 sigma; decoded by argmax plus a quarter-sample shift towards the higher neighbour.
+- ``dark`` (Zhang et al. 2020): Gaussian at the exact sub-pixel keypoint; decoded by Gaussian blur, log, and a
+  second-order Taylor (Newton) step at the argmax.
+- ``sr`` (SRPose, Wang et al. 2023): Gaussian targets on the high-resolution grid of a super-resolution head; decoded
+  by plain argmax (the higher resolution replaces post-processing) or, optionally, the DARK step.
+
+Default sigma is w / 24 heatmap samples (2 at 256x192 with a stride-4 heatmap, 1 at 128x96, 3 at 384x288, the UFPA
+code's values; 8 on a stride-1 SR grid at 256x192).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ._base import Codec
+
+
+def gaussian_heatmaps(uv: np.ndarray, valid: np.ndarray, size, sigma: float, radius: float | None) -> np.ndarray:
+    """(N, K, h, w) Gaussians at heatmap coordinates ``uv`` (N, K, 2); zero beyond ``radius`` samples if given."""
+    h, w = size
+    xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    dx = xs[None, None, None, :] - uv[..., 0, None, None]
+    dy = ys[None, None, :, None] - uv[..., 1, None, None]
+    heat = np.exp(-(dx**2 + dy**2) / (2 * sigma**2))
+    if radius is not None:
+        heat = np.where((np.abs(dx) <= radius) & (np.abs(dy) <= radius), heat, 0.0)
+    return (heat * valid[..., None, None]).astype(np.float32)
+
+
+def argmax_2d(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer (x, y) of the maximum of each (h, w) map, and the maximum: (N, K, 2), (N, K)."""
+    n, k, h, w = heatmaps.shape
+    flat = heatmaps.reshape(n, k, -1)
+    idx = flat.argmax(-1)
+    return np.stack([idx % w, idx // w], -1).astype(np.float64), flat.max(-1)
+
+
+def quarter_offset(heatmaps: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """MSRA refinement: move a quarter sample towards the higher neighbour on each axis."""
+    n, k, h, w = heatmaps.shape
+    out = xy.copy()
+    for i in range(n):
+        for j in range(k):
+            x, y = int(xy[i, j, 0]), int(xy[i, j, 1])
+            hm = heatmaps[i, j]
+            if 0 < x < w - 1:
+                out[i, j, 0] += 0.25 * np.sign(hm[y, x + 1] - hm[y, x - 1])
+            if 0 < y < h - 1:
+                out[i, j, 1] += 0.25 * np.sign(hm[y + 1, x] - hm[y - 1, x])
+    return out
+
+
+def dark_refine(heatmaps: np.ndarray, xy: np.ndarray, blur_kernel: int) -> np.ndarray:
+    """DARK: blur (keeping each map's maximum), take logs, one Newton step of the 2-D quadratic at the argmax."""
+    n, k, h, w = heatmaps.shape
+    out = xy.copy()
+    for i in range(n):
+        for j in range(k):
+            hm = heatmaps[i, j]
+            peak = hm.max()
+            if blur_kernel > 1:
+                hm = cv2.GaussianBlur(hm, (blur_kernel, blur_kernel), 0)
+                hm = hm * (peak / max(hm.max(), 1e-12))
+            log = np.log(np.maximum(hm, 1e-10).astype(np.float64))
+            x, y = int(xy[i, j, 0]), int(xy[i, j, 1])
+            if not (1 < x < w - 2 and 1 < y < h - 2):
+                continue  # the derivatives need two samples on each side
+            dx = 0.5 * (log[y, x + 1] - log[y, x - 1])
+            dy = 0.5 * (log[y + 1, x] - log[y - 1, x])
+            dxx = 0.25 * (log[y, x + 2] - 2 * log[y, x] + log[y, x - 2])
+            dyy = 0.25 * (log[y + 2, x] - 2 * log[y, x] + log[y - 2, x])
+            dxy = 0.25 * (log[y + 1, x + 1] - log[y - 1, x + 1] - log[y + 1, x - 1] + log[y - 1, x - 1])
+            hessian = np.array([[dxx, dxy], [dxy, dyy]])
+            det = np.linalg.det(hessian)
+            if abs(det) > 1e-12:
+                out[i, j] -= np.linalg.solve(hessian, np.array([dx, dy]))
+    return out
+
+
+class GaussianCodec(Codec):
+    """Shared Gaussian encoding; ``quantize`` and ``refine`` make it MSRA, DARK or SR."""
+
+    def __init__(self, input_size, heatmap_size, grid=None, sigma: float | None = None, quantize: bool = False,
+                 refine: str = "dark", blur_kernel: int = 11, truncate: float | None = None):
+        super().__init__(input_size, heatmap_size, grid)
+        self.sigma = float(sigma) if sigma is not None else self.heatmap_size[1] / 24
+        if self.sigma <= 0:
+            raise ValueError(f"sigma must be > 0 heatmap samples, got {sigma}")
+        if refine not in ("none", "quarter", "dark"):
+            raise ValueError(f"refine must be 'none', 'quarter' or 'dark', got {refine!r}")
+        if blur_kernel < 1 or blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be an odd size >= 1, got {blur_kernel}")
+        self.quantize, self.refine, self.blur_kernel, self.truncate = quantize, refine, blur_kernel, truncate
+
+    def encode(self, keypoints, visible=None) -> dict:
+        keypoints, valid = self._check(keypoints, visible)
+        uv = self.to_heatmap(np.where(np.isfinite(keypoints), keypoints, 0.0))
+        if self.quantize:
+            uv = np.floor(uv + 0.5)
+        h, w = self.heatmap_size
+        reach = 3 * self.sigma  # a Gaussian entirely outside the map teaches nothing: weight 0
+        inside = ((uv[..., 0] > -reach) & (uv[..., 0] < w - 1 + reach)
+                  & (uv[..., 1] > -reach) & (uv[..., 1] < h - 1 + reach))
+        valid = valid & inside
+        radius = self.truncate * self.sigma if self.truncate is not None else None
+        target = gaussian_heatmaps(uv, valid, self.heatmap_size, self.sigma, radius)
+        return {"target": target, "target_weight": valid.astype(np.float32)}
+
+    def decode(self, output):
+        heat = self._check_output(output)
+        xy, scores = argmax_2d(heat)
+        if self.refine == "quarter":
+            xy = quarter_offset(heat, xy)
+        elif self.refine == "dark":
+            xy = dark_refine(heat, xy, self.blur_kernel)
+        return self.to_input(xy), scores.astype(np.float32)
+
+
+class MSRACodec(GaussianCodec):
+    name = "msra"
+
+    def __init__(self, input_size, heatmap_size, grid=None, sigma=None, legacy_flip_shift: bool = False):
+        super().__init__(input_size, heatmap_size, grid, sigma, quantize=True, refine="quarter", truncate=3.0)
+        self.legacy_flip_shift = legacy_flip_shift
+
+    def flip_centre(self) -> float:
+        # The original pipeline shifts flipped heatmaps by one whole sample; the exact mirror is c = (W-1-2b)/a.
+        return float(self.heatmap_size[1]) if self.legacy_flip_shift else super().flip_centre()
+
+
+class DARKCodec(GaussianCodec):
+    name = "dark"
+
+    def __init__(self, input_size, heatmap_size, grid=None, sigma=None, blur_kernel: int = 11):
+        super().__init__(input_size, heatmap_size, grid, sigma, quantize=False, refine="dark", blur_kernel=blur_kernel)
+
+
+class SRCodec(GaussianCodec):
+    """Targets on a super-resolution head's grid (e.g. stride 1). ``grid``: the model's output map, e.g.
+    ``create_model(..., head='sr').output_position_map()`` (pixel o at x = o - 1.5 for HRNet with upscale 4)."""
+
+    name = "sr"
+
+    def __init__(self, input_size, heatmap_size, grid=None, sigma=None, refine: str = "none", blur_kernel: int = 11):
+        super().__init__(input_size, heatmap_size, grid, sigma, quantize=False, refine=refine,
+                         blur_kernel=blur_kernel)

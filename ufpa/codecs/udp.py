@@ -1,0 +1,60 @@
+"""Heatmap + offset codec, as the UFPA/UDP code trains it.
+
+Output layout (N, 3K, h, w): K Gaussian heatmaps, K x-offsets, K y-offsets (``ufpa.models.heads.UDPHead``). Offsets
+hold (keypoint - sample) / ``locref_stdev`` in heatmap samples, within ``kpd`` samples of the keypoint; the loss
+weights them by the target heatmap (``offset_weight``). Decoding takes the argmax sample and adds
+``locref_stdev * offset`` there, so a perfect output decodes exactly (defaults LOCREF_STDEV 1.0, KPD 4.0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._base import Codec
+from .heatmap import argmax_2d, gaussian_heatmaps
+
+
+class UDPCodec(Codec):
+    name = "udp"
+    channels_per_keypoint = 3
+
+    def __init__(self, input_size, heatmap_size, grid=None, sigma: float | None = None, locref_stdev: float = 1.0,
+                 kpd: float = 4.0):
+        super().__init__(input_size, heatmap_size, grid)
+        self.sigma = float(sigma) if sigma is not None else self.heatmap_size[1] / 24
+        if self.sigma <= 0 or locref_stdev <= 0 or kpd <= 0:
+            raise ValueError("sigma, locref_stdev and kpd must be > 0")
+        self.locref_stdev, self.kpd = float(locref_stdev), float(kpd)
+
+    def encode(self, keypoints, visible=None) -> dict:
+        keypoints, valid = self._check(keypoints, visible)
+        uv = self.to_heatmap(np.where(np.isfinite(keypoints), keypoints, 0.0))
+        h, w = self.heatmap_size
+        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
+        valid = valid & inside
+        heat = gaussian_heatmaps(uv, valid, self.heatmap_size, self.sigma, None)
+        xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+        dx = uv[..., 0, None, None] - xs[None, None, None, :]
+        dy = uv[..., 1, None, None] - ys[None, None, :, None]
+        near = (dx**2 + dy**2 <= self.kpd**2) & valid[..., None, None]
+        off_x = np.where(near, dx / self.locref_stdev, 0.0)
+        off_y = np.where(near, dy / self.locref_stdev, 0.0)
+        target = np.concatenate([heat, off_x, off_y], axis=1).astype(np.float32)
+        offset_weight = np.where(near, heat, 0.0).astype(np.float32)
+        return {"target": target, "target_weight": valid.astype(np.float32), "offset_weight": offset_weight}
+
+    def decode(self, output):
+        output = self._check_output(output)
+        k = output.shape[1] // 3
+        heat, off_x, off_y = output[:, :k], output[:, k:2 * k], output[:, 2 * k:]
+        xy, scores = argmax_2d(heat)
+        n = np.arange(output.shape[0])[:, None]
+        j = np.arange(k)[None, :]
+        xi, yi = xy[..., 0].astype(int), xy[..., 1].astype(int)
+        xy = xy + self.locref_stdev * np.stack([off_x[n, j, yi, xi], off_y[n, j, yi, xi]], -1)
+        return self.to_input(xy), scores.astype(np.float32)
+
+    def _flip_groups(self, groups):
+        groups = groups.copy()
+        groups[:, 1] = -groups[:, 1]  # x-offsets point the other way after a horizontal flip
+        return groups
