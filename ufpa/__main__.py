@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -63,6 +64,17 @@ def _bench(args) -> int:
     return 0
 
 
+def _synth(args) -> int:
+    from .data import synthetic
+
+    cfg = synthetic.SynthConfig(height=args.height, width=args.width)
+    paths = synthetic.generate(args.out, args.train, args.val, args.seed, cfg, workers=args.workers,
+                               progress=not args.quiet)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ufpa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -79,6 +91,17 @@ def main(argv=None) -> int:
     sizes.add_argument("--levels", type=int, default=4, help="branches (HRNet: 4)")
     sizes.add_argument("--stem-stride", type=int, default=4)
     sizes.set_defaults(run=_aligned_size)
+
+    synth = sub.add_parser("synth", help="generate a SynthPose dataset in COCO format")
+    synth.add_argument("--out", required=True, help="dataset folder (images/ and annotations/ go inside)")
+    synth.add_argument("--train", type=int, default=2000)
+    synth.add_argument("--val", type=int, default=200)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--height", type=int, default=256)
+    synth.add_argument("--width", type=int, default=192)
+    synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(run=_synth)
 
     bench = sub.add_parser("bench", help="benchmarks that write records, e.g. `bench models model=hrnet_w32 batch=8`")
     bench.add_argument("what", help="models")

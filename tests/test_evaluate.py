@@ -1,0 +1,59 @@
+"""ufpa.evaluate: pycocotools AP, result files, exact-GT metrics, and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ufpa import evaluate
+
+
+def tiny_gt():
+    rng = np.random.default_rng(0)
+    anns, images = [], []
+    for i in range(4):
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "height": 100, "width": 80})
+        k = np.concatenate([rng.uniform(10, 70, (17, 2)), np.full((17, 1), 2.0)], 1)
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 17,
+                     "keypoints": k.reshape(-1).tolist(), "bbox": [5, 5, 70, 90], "area": 6300.0})
+    return {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+
+
+def test_perfect_and_perturbed_predictions(tmp_path):
+    gt = tiny_gt()
+    k = np.array([a["keypoints"] for a in gt["annotations"]]).reshape(4, 17, 3)
+    perfect = evaluate.to_coco_results([1, 2, 3, 4], k[..., :2], np.ones((4, 17)))
+    assert evaluate.coco_keypoint_ap(gt, perfect)["AP"] == pytest.approx(1.0)
+    noisy = evaluate.to_coco_results([1, 2, 3, 4], k[..., :2] + 6.0, np.ones((4, 17)))
+    path = evaluate.write_results(tmp_path / "res.json", noisy)
+    stats = evaluate.coco_keypoint_ap(gt, path)
+    assert set(stats) == set(evaluate.AP_KEYS) and stats["AP"] < 0.9
+
+
+def test_errors_name_the_problem(tmp_path):
+    gt = tiny_gt()
+    with pytest.raises(ValueError, match="no results"):
+        evaluate.coco_keypoint_ap(gt, [])
+    with pytest.raises(ValueError, match="lacks"):
+        evaluate.coco_keypoint_ap(gt, [{"image_id": 1}])
+    with pytest.raises(ValueError, match="absent from the ground truth"):
+        evaluate.coco_keypoint_ap(gt, [{"image_id": 99, "category_id": 1, "keypoints": [0] * 51, "score": 1}])
+    with pytest.raises(FileNotFoundError):
+        evaluate.coco_keypoint_ap(tmp_path / "none.json", [])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        evaluate.coco_keypoint_ap(bad, [{"image_id": 1, "category_id": 1, "keypoints": [0] * 51, "score": 1}])
+    json.dumps(gt)  # the fixture stays serialisable
+
+
+def test_exact_metrics_and_flip_consistency():
+    gt = np.zeros((2, 17, 2)) + 50
+    pred = gt + np.array([0.5, -0.25])
+    m = evaluate.exact_metrics(pred, gt, np.ones((2, 17)), box_sizes=[100, 100])
+    assert m["bias_x"] == pytest.approx(0.5) and m["bias_y"] == pytest.approx(-0.25)
+    assert m["epe_mean"] == pytest.approx(np.hypot(0.5, 0.25)) and m["pck@0.05"] == 1.0
+    assert len(m["bias_x_per_joint"]) == 17
+    assert evaluate.flip_consistency(pred, gt, np.ones((2, 17))) == pytest.approx(np.hypot(0.5, 0.25))
+    with pytest.raises(ValueError, match="no labelled"):
+        evaluate.exact_metrics(pred, gt, np.zeros((2, 17)), [100, 100])
