@@ -1,0 +1,287 @@
+"""Top-down COCO keypoint dataset: person boxes to fixed-size crops through the unbiased affine transform, with
+augmentation and targets from a ``ufpa.codecs`` codec. SynthPose and real COCO 2017 load the same way.
+
+Coordinates follow ``ufpa.geometry`` (pixel i's centre at x = i). A box [x, y, w, h] (edges) has its centre at
+(x + w/2 - 1/2, y + h/2 - 1/2) in that convention; it is padded to the crop's aspect ratio and by ``padding``
+(x1.25). The crop transform is UDP's unbiased one: the box's extent s maps onto the crop's unit length (size - 1),
+x_crop = (x - c) * (W - 1) / s_w + (W - 1)/2, so flipping, rotating and scaling never shift the grid.
+
+Everything is validated up front: malformed JSON, missing image files (the first few are listed), ``file_name`` values
+that escape the image folder, boxes of zero area and keypoints outside their image are errors or counted, reported
+skips (``report``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
+UPPER_BODY = tuple(range(11))
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+@dataclass
+class Augment:
+    flip: float = 0.5  # probability of a horizontal flip
+    scale: float = 0.35  # box size x U[1 - scale, 1 + scale]
+    rotation: float = 45.0  # degrees, U[-rotation, rotation] ...
+    rotation_prob: float = 0.6  # ... with this probability
+    half_body: float = 0.3  # probability of cropping to the upper or lower body (needs >= 8 visible keypoints)
+
+
+@dataclass
+class Instance:
+    image_id: int
+    file: Path
+    box: np.ndarray  # [x, y, w, h], edges
+    keypoints: np.ndarray  # (K, 2) image pixels
+    visible: np.ndarray  # (K,) COCO flags 0/1/2
+    score: float = 1.0
+    annotation_id: int | None = None
+
+
+@dataclass
+class Report:
+    images: int = 0
+    instances: int = 0
+    skipped: dict = field(default_factory=dict)  # reason -> count
+    keypoints_outside_image: int = 0  # labelled keypoints outside their image, treated as unlabelled
+
+    def skip(self, reason: str):
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+def box_to_centre_scale(box, aspect: float, padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+    """Box [x, y, w, h] (edges) -> centre (x, y) in pixel-centre coordinates and size (w, h) padded to ``aspect``
+    (W / H of the crop) and by ``padding``."""
+    x, y, w, h = (float(v) for v in box)
+    centre = np.array([x + w / 2 - 0.5, y + h / 2 - 0.5])
+    if w > aspect * h:
+        h = w / aspect
+    else:
+        w = h * aspect
+    return centre, np.array([w, h]) * padding
+
+
+def crop_transform(centre, size, input_size, rotation: float = 0.0, flip: bool = False) -> np.ndarray:
+    """2x3 affine matrix from image pixels to crop pixels (unbiased: the box extent maps onto size - 1)."""
+    H, W = input_size
+    sx, sy = (W - 1) / size[0], (H - 1) / size[1]
+    angle = math.radians(rotation)
+    c, s = math.cos(angle), math.sin(angle)
+    # translate the box centre to 0, rotate, scale, move to the crop centre
+    m = np.array([[sx * c, sx * s, 0.0], [-sy * s, sy * c, 0.0]])
+    m[:, 2] = np.array([(W - 1) / 2, (H - 1) / 2]) - m[:, :2] @ np.asarray(centre, dtype=np.float64)
+    if flip:
+        m = np.array([[-1.0, 0.0, W - 1], [0.0, 1.0, 0.0]]) @ np.vstack([m, [0, 0, 1]])
+    return m
+
+
+def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    points = np.asarray(points, dtype=np.float64)
+    return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def invert_transform(matrix: np.ndarray) -> np.ndarray:
+    full = np.vstack([matrix, [0.0, 0.0, 1.0]])
+    return np.linalg.inv(full)[:2]
+
+
+def _inside_root(root: Path, name: str) -> Path:
+    path = (root / name).resolve()
+    if Path(name).is_absolute() or root.resolve() not in path.parents:
+        raise ValueError(f"file_name {name!r} escapes the image folder {root}: annotation files may only name "
+                         "images inside it")
+    return path
+
+
+def load_annotations(ann_file) -> dict:
+    path = Path(ann_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"no annotation file at {path}; generate SynthPose with `python -m ufpa synth --out "
+                                "DIR` or point at COCO's annotations/person_keypoints_*.json")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                         "regenerate or re-download it") from err
+    missing = [k for k in ("images", "annotations", "categories") if k not in doc]
+    if missing:
+        raise ValueError(f"{path} is not a COCO keypoint file: it lacks {missing}")
+    return doc
+
+
+class CocoKeypoints:
+    """Top-down person crops of a COCO-format keypoint dataset.
+
+    ``item = dataset[i]`` is a dict: ``image`` (3, H, W) float32, normalised; ``target`` and ``target_weight`` from
+    ``codec.encode`` (plus any other codec outputs); ``keypoints`` (K, 2) and ``visible`` (K,) in crop pixels;
+    ``matrix`` (2, 3), image -> crop; ``image_id``, ``score``. Augmentation draws from (seed, epoch, index), so
+    an epoch is reproducible bit for bit; call ``set_epoch`` between epochs.
+    """
+
+    def __init__(self, ann_file, image_dir, input_size=(256, 192), codec=None, train: bool = False,
+                 augment: Augment | None = None, padding: float = 1.25, detections=None,
+                 detection_threshold: float = 0.0, skip_missing_images: bool = False, seed: int = 0):
+        self.input_size = tuple(int(v) for v in input_size)
+        self.aspect = self.input_size[1] / self.input_size[0]
+        self.codec, self.train, self.padding, self.seed, self.epoch = codec, train, padding, seed, 0
+        self.augment = augment if augment is not None else (Augment() if train else Augment(0, 0, 0, 0, 0))
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"no image folder at {self.image_dir}")
+        self.report = Report()
+        coco = index_annotations(load_annotations(ann_file))
+        person = coco.getCatIds(catNms=["person"]) or sorted(coco.cats)[:1]
+        self.categories = coco.loadCats(person)
+        self.num_keypoints = len(self.categories[0].get("keypoints", [])) or 17
+        images = {}
+        for im in coco.imgs.values():
+            images[im["id"]] = (_inside_root(self.image_dir, im["file_name"]), int(im["width"]), int(im["height"]))
+        missing = [str(p) for p, _, _ in images.values() if not p.is_file()]
+        if missing and not skip_missing_images:
+            raise FileNotFoundError(f"{len(missing)} of {len(images)} images are missing, e.g. {missing[:5]}; fix "
+                                    "image_dir or pass skip_missing_images=True to skip them (counted in report)")
+        missing = set(missing)
+        self.report.images = len(images) - len(missing)
+        source = (coco.loadAnns(coco.getAnnIds(catIds=person)) if detections is None
+                  else self._load_detections(detections, detection_threshold))
+        self.instances = []
+        for ann in source:
+            image = images.get(ann["image_id"])
+            if image is None:
+                self.report.skip("unknown image_id")
+                continue
+            path, width, height = image
+            if str(path) in missing:
+                self.report.skip("missing image")
+                continue
+            inst = self._instance(ann, path, width, height, is_detection=detections is not None)
+            if inst is not None:
+                self.instances.append(inst)
+        self.report.instances = len(self.instances)
+
+    # --- loading ---------------------------------------------------------------------------------------------------
+    def _load_detections(self, detections, threshold):
+        if not isinstance(detections, list):
+            path = Path(detections)
+            if not path.is_file():
+                raise FileNotFoundError(f"no detection results file at {path}")
+            detections = json.loads(path.read_text())
+        out = []
+        for det in detections:
+            if det.get("category_id", 1) != 1:
+                continue
+            if det.get("score", 1.0) < threshold:
+                self.report.skip("detection below threshold")
+                continue
+            out.append(det)
+        return out
+
+    def _instance(self, ann, path, width, height, is_detection):
+        k = self.num_keypoints
+        if ann.get("iscrowd", 0):
+            self.report.skip("crowd")
+            return None
+        box = np.asarray(ann.get("bbox", [0, 0, 0, 0]), dtype=np.float64)
+        x0, y0 = max(box[0], 0.0), max(box[1], 0.0)
+        x1, y1 = min(box[0] + box[2], width), min(box[1] + box[3], height)
+        if x1 - x0 <= 0 or y1 - y0 <= 0:
+            self.report.skip("zero-area box")
+            return None
+        box = np.array([x0, y0, x1 - x0, y1 - y0])
+        if is_detection:
+            return Instance(ann["image_id"], path, box, np.zeros((k, 2)), np.zeros(k), float(ann.get("score", 1.0)))
+        kps = np.asarray(ann.get("keypoints", []), dtype=np.float64)
+        if kps.size != 3 * k:
+            raise ValueError(f"annotation {ann.get('id')} has {kps.size} keypoint values, expected {3 * k}")
+        kps = kps.reshape(k, 3)
+        visible = kps[:, 2].copy()
+        outside = (visible > 0) & ((kps[:, 0] < -0.5) | (kps[:, 0] > width - 0.5) | (kps[:, 1] < -0.5)
+                                   | (kps[:, 1] > height - 0.5))
+        if outside.any():
+            self.report.keypoints_outside_image += int(outside.sum())
+            visible[outside] = 0
+        if not (visible > 0).any():
+            self.report.skip("no labelled keypoints")
+            return None
+        return Instance(ann["image_id"], path, box, kps[:, :2], visible, 1.0, ann.get("id"))
+
+    # --- items ------------------------------------------------------------------------------------------------------
+    def __len__(self):
+        return len(self.instances)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = int(epoch)
+
+    def _rng(self, index):
+        return np.random.default_rng(np.random.SeedSequence((self.seed, self.epoch, index)))
+
+    def sample_transform(self, inst: Instance, rng) -> tuple[np.ndarray, bool]:
+        """The image -> crop matrix of one item (augmented when training) and whether it is flipped."""
+        aug = self.augment
+        centre, size = box_to_centre_scale(inst.box, self.aspect, self.padding)
+        if aug.half_body and rng.random() < aug.half_body and (inst.visible > 0).sum() >= 8:
+            part = UPPER_BODY if rng.random() < 0.5 else tuple(range(11, self.num_keypoints))
+            pts = inst.keypoints[list(part)][inst.visible[list(part)] > 0]
+            if len(pts) >= 2:
+                lo, hi = pts.min(0), pts.max(0)
+                centre, size = box_to_centre_scale([lo[0] + 0.5, lo[1] + 0.5, *(hi - lo)], self.aspect, 1.5)
+        if aug.scale:
+            size = size * rng.uniform(1 - aug.scale, 1 + aug.scale)
+        rotation = rng.uniform(-aug.rotation, aug.rotation) if aug.rotation and rng.random() < aug.rotation_prob \
+            else 0.0
+        flip = bool(aug.flip and rng.random() < aug.flip)
+        return crop_transform(centre, size, self.input_size, rotation, flip), flip
+
+    def __getitem__(self, index) -> dict:
+        inst = self.instances[index]
+        matrix, flip = self.sample_transform(inst, self._rng(index))
+        image = cv2.imread(str(inst.file), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OSError(f"cannot read image {inst.file}")
+        H, W = self.input_size
+        crop = cv2.warpAffine(image, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        crop = (crop[..., ::-1].astype(np.float32) - MEAN) / STD
+        keypoints = apply_transform(matrix, inst.keypoints)
+        visible = inst.visible.copy()
+        if flip:
+            order = np.arange(self.num_keypoints)
+            for a, b in FLIP_PAIRS:
+                order[a], order[b] = b, a
+            keypoints, visible = keypoints[order], visible[order]
+        inside = ((keypoints[:, 0] >= 0) & (keypoints[:, 0] <= W - 1)
+                  & (keypoints[:, 1] >= 0) & (keypoints[:, 1] <= H - 1))
+        visible = np.where(inside, visible, 0)
+        item = {"image": np.ascontiguousarray(crop.transpose(2, 0, 1)), "keypoints": keypoints.astype(np.float32),
+                "visible": visible.astype(np.float32), "matrix": matrix.astype(np.float32),
+                "image_id": inst.image_id, "score": np.float32(inst.score), "flipped": flip}
+        if self.codec is not None:
+            encoded = self.codec.encode(keypoints[None], visible[None])
+            item.update({k: v[0] for k, v in encoded.items()})
+        return item
+
+    def summary(self) -> str:
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.report.skipped.items())) or "none"
+        return (f"{self.report.instances} instances from {self.report.images} images; skipped: {skipped}; "
+                f"{self.report.keypoints_outside_image} labelled keypoints outside their image treated as unlabelled")
+
+
+def index_annotations(doc: dict):
+    """pycocotools' COCO index over an already validated annotation dict, without its progress prints."""
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = doc
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
