@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UFPA_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
 CONSTRAINT := $(if $(filter 1,$(UFPA_CPU)),-c environments/constraints-cpu.txt,)
 NOTEBOOKS := notebooks/01_derivation.ipynb notebooks/02_numerical_verification.ipynb \
-  notebooks/03_misalignment_in_models.ipynb
+  notebooks/03_misalignment_in_models.ipynb notebooks/04_data_and_codecs.ipynb
 STAMP := $(VENV)/.installed
 
 .PHONY: study test venv lint notebooks clean

@@ -82,6 +82,23 @@ def test_papermill_model_audit_notebook_records_its_tables(tmp_path):
         assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
 
 
+def test_papermill_data_notebook_records_codecs_and_data(tmp_path):
+    import papermill as pm
+
+    pm.execute_notebook(str(ROOT / "notebooks" / "04_data_and_codecs.ipynb"), str(tmp_path / "04.ipynb"),
+                        parameters=dict(n_train=6, n_val=3, seed=2, gallery_images=2, roundtrip_samples=50,
+                                        reports=str(tmp_path / "reports")),
+                        cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    record = json.loads((tmp_path / "reports" / "results" / "data_and_codecs.json").read_text())["results"]
+    assert record["self_ap"] == 1.0 and record["statistics"]["images"] == 6
+    errors = {row["codec"]: row["max_error"] for row in record["codecs"]}
+    assert errors["udp"] <= 0.01 and errors["dark"] <= 0.05 and errors["msra"] > errors["dark"]
+    assert any(row["codec"].startswith("msra, legacy") for row in record["flip"])
+    for name in ("04_synthpose_gallery.jpg", "04_codec_subpixel_error.png", "04_training_targets.png"):
+        assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
+    assert not list((ROOT / "notebooks").glob("synthpose*"))  # generated data stays out of the repo
+
+
 def test_cli(tmp_path):
     run = [sys.executable, "-m", "ufpa"]
     out = subprocess.run(run + ["aligned-size", "256", "193"], capture_output=True, text=True, check=True).stdout
@@ -104,6 +121,15 @@ def test_cli(tmp_path):
     assert rows["baseline"]["step_time_ratio_vs_baseline"] == 1.0
     bad = subprocess.run(run + ["bench", "models", "colour=red"], capture_output=True, text=True)
     assert bad.returncode != 0 and "key one of" in bad.stderr
+    for what, check in (("codecs", lambda r: {row["codec"] for row in r["rows"]} == {"dark", "msra", "sr", "udp"}),
+                        ("synth", lambda r: r["render_images_per_s"] > 0 and r["images"] == 5)):
+        rec = tmp_path / f"{what}.json"
+        res = subprocess.run(run + ["bench", what, "n=5", "--out", str(rec)], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        assert check(json.loads(rec.read_text())["results"])
+    synth = subprocess.run(run + ["synth", "--out", str(tmp_path / "sp"), "--train", "3", "--val", "2", "--workers",
+                                  "1", "--quiet"], capture_output=True, text=True)
+    assert synth.returncode == 0 and (tmp_path / "sp" / "annotations" / "person_keypoints_val.json").is_file()
 
 
 def _names(requirements):

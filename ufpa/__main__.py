@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -49,8 +50,22 @@ def _parse_overrides(pairs, cfg):
 def _bench(args) -> int:
     from . import bench, records
 
+    if args.what in ("codecs", "synth"):
+        fn = bench.bench_codecs if args.what == "codecs" else bench.bench_synth
+        kwargs = {}
+        for pair in args.overrides:
+            key, _, raw = pair.partition("=")
+            if key not in ("n", "seed"):
+                raise SystemExit(f"bad override {pair!r}: bench {args.what} takes n=... and seed=...")
+            kwargs[key] = int(raw)
+        results = fn(**kwargs)
+        out = args.out or records.reports_dir() / "results" / f"bench_{args.what}.json"
+        records.write_record(out, f"bench_{args.what}", kwargs, results, kwargs.get("seed", 0))
+        print(json.dumps(results, indent=1)[:2000])
+        print(f"record: {out}")
+        return 0
     if args.what != "models":
-        raise SystemExit(f"unknown benchmark {args.what!r}; available: models")
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: models, codecs, synth")
     cfg = _parse_overrides(args.overrides, bench.BenchConfig())
     results = bench.bench_models(cfg)
     device = "cuda" if cfg.device.startswith("cuda") else "cpu"
@@ -104,7 +119,7 @@ def main(argv=None) -> int:
     synth.set_defaults(run=_synth)
 
     bench = sub.add_parser("bench", help="benchmarks that write records, e.g. `bench models model=hrnet_w32 batch=8`")
-    bench.add_argument("what", help="models")
+    bench.add_argument("what", help="models, codecs or synth")
     bench.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.bench.BenchConfig")
     bench.add_argument("--out", help="record path (default: reports/results/bench_models_<model>_<device>.json)")
     bench.set_defaults(run=_bench)

@@ -157,3 +157,39 @@ def bench_models(cfg: BenchConfig) -> dict:
 
 def config_dict(cfg: BenchConfig) -> dict:
     return asdict(cfg)
+
+
+def bench_codecs(n: int = 1000, seed: int = 0, input_size=(256, 192), heatmap_size=(64, 48)) -> dict:
+    """Round-trip error (heatmap samples) and encode+decode speed of every codec; goals UDP <= 0.01, DARK <= 0.05."""
+    from . import codecs
+
+    goals = {"udp": 0.01, "dark": 0.05}
+    rows = []
+    for name in codecs.list_codecs():
+        opts = {}
+        size = heatmap_size
+        if name == "sr":  # a stride-1 grid, as an SR head with upscale 4 produces
+            size = tuple(input_size)
+        start = time.perf_counter()
+        err = codecs.roundtrip_errors(name, n, seed, input_size, size, **opts)
+        elapsed = time.perf_counter() - start
+        rows.append({"codec": name, "heatmap_size": list(size), "mean_error": float(err.mean()),
+                     "max_error": float(err.max()), "goal_max_error": goals.get(name),
+                     "goal_met": None if name not in goals else bool(err.max() <= goals[name]),
+                     "keypoints_per_s": n / elapsed})
+    return {"rows": rows, "n": n}
+
+
+def bench_synth(n: int = 300, seed: int = 0) -> dict:
+    """SynthPose rendering speed in one process (images per second per core) at the default 256x192 crops."""
+    import numpy as np
+
+    from .data import synthetic
+
+    cfg = synthetic.SynthConfig()
+    start = time.perf_counter()
+    for i in range(n):
+        synthetic.render_image(np.random.default_rng(np.random.SeedSequence((seed, 0, i))), cfg)
+    render = time.perf_counter() - start
+    return {"images": n, "size": [cfg.height, cfg.width], "render_images_per_s": n / render, "goal_images_per_s": 500,
+            "goal_met": n / render >= 500}

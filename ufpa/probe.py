@@ -386,7 +386,7 @@ def sweep(n: int = 1200, seed: int = 0, families=FAMILIES, progress: bool = Fals
     """Probe ``n`` random configurations; one row per configuration."""
     cases = random_cases(n, seed, families)
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
         cases = tqdm(cases, desc="probe", mininterval=1.0)
     return pd.DataFrame([run_case(c).as_row() for c in cases])
 

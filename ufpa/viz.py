@@ -128,7 +128,10 @@ def _save(fig, path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=_PNG_META if path.suffix == ".png" else None)
+    extra = {"metadata": _PNG_META} if path.suffix == ".png" else {}
+    if path.suffix in (".jpg", ".jpeg"):
+        extra["pil_kwargs"] = {"quality": 85}
+    fig.savefig(tmp, dpi=110, bbox_inches="tight", **extra)
     os.replace(tmp, path)
 
 
@@ -164,6 +167,92 @@ def corner_error_across_width(path=None, widths=(192, 193), levels=(1, 2, 3)):
         ax.set_xlabel("target feature position x (input px)")
     np.atleast_1d(axes)[0].set_ylabel("shift (input px)")
     np.atleast_1d(axes)[0].legend(fontsize=8)
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+# --- keypoints ----------------------------------------------------------------------------------------------------
+
+# COCO skeleton (0-indexed) with the usual colours: face magenta, arms orange/blue, torso green, legs orange/blue.
+SKELETON_0 = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
+              (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
+_LIMB_COLOURS = ["#ff8000", "#ff8000", "#3399ff", "#3399ff", "#00ff00", "#ff8000", "#3399ff", "#00ff00", "#ff8000",
+                 "#3399ff", "#ff8000", "#3399ff", "#ff33ff", "#ff33ff", "#ff33ff", "#ff33ff", "#ff33ff", "#ff33ff",
+                 "#ff33ff"]
+
+
+def draw_skeleton(ax, keypoints, visible=None, linewidth: float = 1.5, size: float = 12):
+    """Draw COCO skeletons on ``ax``: keypoints (K, 2) or (N, K, 2); visible (N, K) COCO flags (1: hollow)."""
+    k = np.asarray(keypoints, dtype=float).reshape(-1, 17, 2)
+    v = np.full(k.shape[:2], 2.0) if visible is None else np.asarray(visible, dtype=float).reshape(-1, 17)
+    for pts, vis in zip(k, v):
+        for (a, b), colour in zip(SKELETON_0, _LIMB_COLOURS):
+            if vis[a] > 0 and vis[b] > 0:
+                ax.plot(pts[[a, b], 0], pts[[a, b], 1], color=colour, lw=linewidth)
+        shown = vis > 0
+        ax.scatter(pts[shown & (vis == 2), 0], pts[shown & (vis == 2), 1], s=size, c="white", edgecolors="black",
+                   linewidths=0.6, zorder=3)
+        ax.scatter(pts[vis == 1, 0], pts[vis == 1, 1], s=size, facecolors="none", edgecolors="white", zorder=3)
+
+
+def heatmap_grid(heatmaps, names=None, columns: int = 6, path=None):
+    """One panel per keypoint heatmap (K, h, w)."""
+    heatmaps = np.asarray(heatmaps)
+    rows = -(-len(heatmaps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.0 * rows), constrained_layout=True)
+    for i, ax in enumerate(np.atleast_1d(axes).reshape(-1)):
+        ax.axis("off")
+        if i < len(heatmaps):
+            ax.imshow(heatmaps[i], cmap="magma", vmin=0, vmax=max(float(heatmaps.max()), 1e-6))
+            ax.set_title(names[i] if names else str(i), fontsize=7)
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def error_vectors(ax, ground_truth, predicted, scale: float = 1.0, colour="#d62728"):
+    """Arrows from ground truth to prediction (magnified by ``scale``), e.g. to show a systematic bias."""
+    gt = np.asarray(ground_truth, dtype=float).reshape(-1, 2)
+    d = (np.asarray(predicted, dtype=float).reshape(-1, 2) - gt) * scale
+    ax.quiver(gt[:, 0], gt[:, 1], d[:, 0], d[:, 1], angles="xy", scale_units="xy", scale=1, color=colour, width=0.004)
+
+
+def gallery(image_dir, doc: dict, count: int = 8, columns: int = 4, path=None):
+    """The first ``count`` images of a COCO keypoint dataset with their ground-truth skeletons."""
+    import cv2
+
+    images = doc["images"][:count]
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 3.0 * rows), constrained_layout=True)
+    for ax in np.atleast_1d(axes).reshape(-1):
+        ax.axis("off")
+    for ax, im in zip(np.atleast_1d(axes).reshape(-1), images):
+        ax.imshow(cv2.imread(str(Path(image_dir) / im["file_name"]))[..., ::-1])
+        for ann in (a for a in doc["annotations"] if a["image_id"] == im["id"]):
+            k = np.asarray(ann["keypoints"]).reshape(17, 3)
+            draw_skeleton(ax, k[:, :2], k[:, 2], size=8)
+        ax.set_title(f"image {im['id']}", fontsize=8)
+    if path is None:
+        return fig
+    # Photographs compress poorly as PNG: save a JPEG and show that, to keep notebooks and reports light.
+    from IPython.display import Image
+
+    path = Path(path).with_suffix(".jpg")
+    _save(fig, path)
+    plt.close(fig)
+    return Image(filename=str(path))
+
+
+def subpixel_plot(sweeps: dict, path=None):
+    """Signed round-trip error against sub-pixel position, one line per codec (``{name: (fractions, errors)}``)."""
+    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
+    for name, (frac, err) in sweeps.items():
+        ax.plot(frac, err, marker=".", label=name)
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("keypoint position within a heatmap sample (fraction)")
+    ax.set_ylabel("decoded - true x (heatmap samples)")
+    ax.legend(fontsize=8)
     if path is not None:
         _save(fig, path)
     return fig

@@ -40,4 +40,33 @@ def roundtrip_errors(name: str, n: int = 500, seed: int = 0, input_size=(256, 19
     return np.linalg.norm(codec.to_heatmap(decoded) - uv, axis=-1)[:, 0]
 
 
-__all__ = ["COCO_FLIP_PAIRS", "Codec", "create_codec", "list_codecs", "roundtrip_errors", "unbiased_grid"]
+def subpixel_sweep(name: str, steps: int = 21, input_size=(256, 192), heatmap_size=(64, 48), **opts):
+    """Round-trip error against the sub-pixel position of a keypoint: x moves across one heatmap sample (y fixed
+    at a sample centre), returning (fractions (steps,), signed x errors (steps,), in heatmap samples)."""
+    codec = create_codec(name, input_size, heatmap_size, **opts)
+    h, w = codec.heatmap_size
+    frac = np.linspace(0, 1, steps)
+    uv = np.stack([w // 2 + frac, np.full(steps, h // 2)], -1)[:, None]
+    decoded, _ = codec.decode(codec.encode(codec.to_input(uv), np.ones((steps, 1)))["target"])
+    return frac, (codec.to_heatmap(decoded) - uv)[:, 0, 0]
+
+
+def flip_error(name: str, n: int = 200, seed: int = 0, input_size=(256, 192), heatmap_size=(64, 48),
+               **opts) -> np.ndarray:
+    """|decode(flip_back(encode(mirrored keypoints))) - decode(encode(keypoints))| in input pixels, per keypoint."""
+    codec = create_codec(name, input_size, heatmap_size, **opts)
+    H, W = codec.input_size
+    rng = np.random.default_rng(seed)
+    k = np.stack([rng.uniform(0.2 * W, 0.8 * W, (n, 17)), rng.uniform(0.2 * H, 0.8 * H, (n, 17))], -1)
+    order = np.arange(17)
+    for a, b in COCO_FLIP_PAIRS:
+        order[a], order[b] = b, a
+    mirrored = k[:, order].copy()
+    mirrored[..., 0] = (W - 1) - mirrored[..., 0]
+    direct, _ = codec.decode(codec.encode(k)["target"])
+    back, _ = codec.decode(codec.flip_back(codec.encode(mirrored)["target"], COCO_FLIP_PAIRS))
+    return np.linalg.norm(back - direct, axis=-1).reshape(-1)
+
+
+__all__ = ["COCO_FLIP_PAIRS", "Codec", "create_codec", "flip_error", "list_codecs", "roundtrip_errors",
+           "subpixel_sweep", "unbiased_grid"]

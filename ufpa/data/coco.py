@@ -285,3 +285,19 @@ def index_annotations(doc: dict):
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
+
+
+def dataset_statistics(doc: dict) -> dict:
+    """Counts of a COCO keypoint annotation dict: images, people, people per image, visibility, box heights."""
+    anns = [a for a in doc["annotations"] if not a.get("iscrowd", 0)]
+    per_image = np.bincount([a["image_id"] for a in anns], minlength=max([im["id"] for im in doc["images"]]) + 1)
+    per_image = per_image[[im["id"] for im in doc["images"]]]
+    vis = np.concatenate([np.asarray(a["keypoints"]).reshape(-1, 3)[:, 2] for a in anns]) if anns else np.zeros(0)
+    heights = np.array([a["bbox"][3] for a in anns]) if anns else np.zeros(1)
+    return {"images": len(doc["images"]), "people": len(anns),
+            "people_per_image": {int(n): int((per_image == n).sum()) for n in np.unique(per_image)},
+            "keypoints_visible": float((vis == 2).mean()) if vis.size else 0.0,
+            "keypoints_occluded": float((vis == 1).mean()) if vis.size else 0.0,
+            "keypoints_unlabelled": float((vis == 0).mean()) if vis.size else 0.0,
+            "box_height_px": {"p10": float(np.percentile(heights, 10)), "median": float(np.median(heights)),
+                              "p90": float(np.percentile(heights, 90))}}

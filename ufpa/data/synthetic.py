@@ -67,7 +67,9 @@ class Canvas:
         x1, y1 = min(int(math.ceil(hi[0])) + 1, w), min(int(math.ceil(hi[1])) + 1, h)
         if x0 >= x1 or y0 >= y1:
             return None
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        # broadcast a row and a column of pixel centres instead of materialising a grid
+        xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+        ys = np.arange(y0, y1, dtype=np.float32)[:, None]
         return (slice(y0, y1), slice(x0, x1)), xs, ys
 
     def paint(self, alpha_fn, lo, hi, colour, owner: int, texture=None):
@@ -283,8 +285,8 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig):
     if rng.random() < cfg.blur_prob:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.2))
     if cfg.noise > 0:
-        image = image + rng.normal(0, cfg.noise, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32).repeat(
-            4, 0).repeat(4, 1)[:h, :w]
+        grain = rng.normal(0, cfg.noise, (h // 4 + 1, w // 4 + 1, 3)).astype(np.float32)
+        image = image + cv2.resize(grain, ((w // 4 + 1) * 4, (h // 4 + 1) * 4), interpolation=cv2.INTER_NEAREST)[:h, :w]
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
     annotations = []
@@ -374,7 +376,7 @@ def generate(out: str | os.PathLike, train: int = 2000, val: int = 200, seed: in
 
 
 def _run(jobs, workers, progress, desc):
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     bar = dict(total=len(jobs), desc=desc, disable=not progress, mininterval=1.0)
     if workers <= 1:
