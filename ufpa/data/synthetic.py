@@ -11,7 +11,7 @@ only the background clutter, where sub-pixel placement does not matter.
 
 Visibility follows COCO: 2 visible, 1 labelled but occluded (by another figure, an occluder, or the head itself for a
 face turned away), 0 not labelled (outside the image; coordinates then 0). Boxes are [x, y, w, h] around the
-figure's rendered pixels, edges half a pixel outside the outermost pixel centres; area is the rendered coverage.
+figure's visible pixels, edges half a pixel outside the outermost pixel centres; area counts those pixels.
 
 Generation is deterministic per seed: image i of a split draws from its own ``SeedSequence((seed, split, i))`` and
 writes the same bytes however many processes run.
@@ -59,7 +59,6 @@ class Canvas:
     def __init__(self, image: np.ndarray):
         self.image = image
         self.owner = np.full(image.shape[:2], -1, dtype=np.int16)
-        self.coverage = {}
 
     def _window(self, lo, hi):
         h, w = self.owner.shape
@@ -84,15 +83,13 @@ class Canvas:
             colour = colour * texture(xs, ys)[..., None]
         region = self.image[box]
         region += alpha[..., None] * (colour - region)
-        self.owner[box] = np.where(alpha > 0.5, owner, self.owner[box])
-        if owner >= 0:
-            cov = self.coverage.setdefault(owner, np.zeros(self.owner.shape, np.float32))
-            cov[box] = np.maximum(cov[box], alpha)
+        self.owner[box][alpha > 0.5] = owner
 
 
 def _edge(signed_distance):
-    # logistic in the signed distance: smooth, so sampling at pixel centres keeps centroids exact
-    return 1.0 / (1.0 + np.exp(np.clip(signed_distance / EDGE, -30, 30)))
+    # logistic in the signed distance, 1 / (1 + exp(d / EDGE)) written with tanh (no overflow): smooth, so sampling
+    # at pixel centres keeps centroids exact
+    return 0.5 - 0.5 * np.tanh(signed_distance * (0.5 / EDGE))
 
 
 def disc(centre, radius):
@@ -291,9 +288,6 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig):
 
     annotations = []
     for pid, fig in enumerate(figures):
-        cov = canvas.coverage.get(pid)
-        if cov is None:
-            continue
         visible_px = canvas.owner == pid
         ys, xs = np.nonzero(visible_px)
         if len(xs) < 20:
@@ -309,7 +303,7 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig):
             continue
         bbox = [float(xs.min()) - 0.5, float(ys.min()) - 0.5, float(xs.max() - xs.min() + 1),
                 float(ys.max() - ys.min() + 1)]
-        annotations.append(dict(keypoints=kps, bbox=bbox, area=float(cov.sum())))
+        annotations.append(dict(keypoints=kps, bbox=bbox, area=float(len(xs))))  # visible pixels, as COCO segments
     return image, annotations
 
 
