@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -54,3 +56,28 @@ class Resample(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, factor={self.factor}, corners={self.corners}"
+
+
+def check_input_size(alignment: str, input_size, total_stride: int, what: str,
+                     fixed_factor=("baseline", "bilinear")) -> None:
+    """Raise a ValueError naming valid sizes when ``input_size`` (H, W) cannot work with ``alignment``.
+
+    Every model: at least one sample at ``total_stride``. 'ufpa': sizes total_stride*m + 1 (``geometry``'s aligned
+    sizes). Variants in ``fixed_factor`` upsample by fixed factors, so sizes must be multiples of the total stride.
+    """
+    levels = int(math.log2(total_stride // 4)) + 1  # geometry counts stride-2 levels below a stride-4 stem
+    for axis, n in zip(("height", "width"), input_size):
+        if n < total_stride:
+            raise ValueError(f"input {axis} {n} is too small for {what} (total stride {total_stride}); use >= "
+                             f"{total_stride}")
+        if alignment == "ufpa" and not geometry.is_aligned_size(n, levels):
+            below, above = geometry.nearest_aligned_sizes(n, levels)
+            valid = f"{below} or {above}" if below else f"{above}"
+            raise ValueError(f"alignment 'ufpa' needs input sizes {total_stride}m+1; input {axis} {n} is not: use "
+                             f"{valid} (only there do convolution and interpolation agree)")
+        if alignment in fixed_factor and n % total_stride:
+            above = total_stride * -(-n // total_stride)
+            valid = f"{above - total_stride} or {above}" if above > total_stride else f"{above}"
+            raise ValueError(f"alignment {alignment!r} upsamples by fixed factors, so input sizes must be multiples "
+                             f"of {total_stride}; input {axis} {n} is not: use {valid}, or alignment "
+                             "'bilinear_corners' / 'ufpa_any' for any size")

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, conv_bn
+from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, check_input_size, conv_bn
 from ._registry import register_model
 from .heads import HeatmapHead, build_head
 
@@ -86,7 +86,7 @@ class StackedHourglass(nn.Module):
     def __init__(self, spec: HourglassSpec, num_keypoints=17, alignment="baseline", head="heatmap",
                  input_size=(256, 192), upscale=4):
         super().__init__()
-        check_input_size(alignment, input_size, spec.depth)
+        check_input_size(alignment, input_size, 4 * 2**spec.depth, f"a depth-{spec.depth} hourglass")
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
         pad, f = PADDING_MODE[alignment], spec.features
         self.stem = nn.Sequential(conv_bn(3, 64, 7, 2, pad), Residual(64, 128, pad), _pool(alignment),
@@ -131,23 +131,6 @@ class StackedHourglass(nn.Module):
     def output_size(self) -> tuple[int, int]:
         pm = self.output_position_map()
         return tuple(pm.out_size(n) for n in self.input_size)
-
-
-def check_input_size(alignment, input_size, depth):
-    stride = 4 * 2**depth
-    for axis, n in zip(("height", "width"), input_size):
-        if n < stride:
-            raise ValueError(f"input {axis} {n} is too small for a depth-{depth} hourglass; use >= {stride}")
-        if alignment == "ufpa" and (n - 1) % stride:
-            above = 1 + stride * -(-(n - 1) // stride)
-            raise ValueError(f"alignment 'ufpa' needs input sizes {stride}m+1; input {axis} {n} is not: use "
-                             f"{above - stride if above - stride > 1 else above} or {above}")
-        if alignment in ("baseline", "bilinear") and n % stride:
-            above = stride * -(-n // stride)
-            below = above - stride if above > stride else above
-            raise ValueError(f"alignment {alignment!r} pools and upsamples by fixed factors, so input sizes must be "
-                             f"multiples of {stride}; input {axis} {n} is not: use {below} or {above}, or alignment "
-                             "'bilinear_corners' / 'ufpa_any' for any size")
 
 
 @register_model

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, conv3x3, conv_bn
+from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, check_input_size, conv3x3, conv_bn
 from ._registry import register_model
 from .heads import build_head
 
@@ -140,7 +140,7 @@ class HRNet(nn.Module):
     def __init__(self, spec: HRNetSpec, num_keypoints: int = 17, alignment: str = "baseline", head: str = "heatmap",
                  input_size: tuple[int, int] = (256, 192), upscale: int = 4):
         super().__init__()
-        check_input_size(alignment, input_size)
+        check_input_size(alignment, input_size, 32, "HRNet (4 branches down to stride 32)")
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
         mode, pad = UPSAMPLE_MODE[alignment], PADDING_MODE[alignment]
         stem = spec.stem_width
@@ -196,33 +196,6 @@ class HRNet(nn.Module):
     def output_size(self) -> tuple[int, int]:
         pm = self.output_position_map()
         return tuple(pm.out_size(n) for n in self.input_size)
-
-
-def valid_sizes(alignment: str, n: int) -> tuple[int | None, int]:
-    """The valid input sizes of ``alignment`` next to ``n`` (below, at-or-above)."""
-    if alignment == "ufpa":
-        return geometry.nearest_aligned_sizes(n)
-    step = 32
-    above = -(-n // step) * step
-    return (above - step if above - step >= step else None), above
-
-
-def check_input_size(alignment: str, input_size) -> None:
-    """Raise a ValueError naming valid sizes when ``input_size`` (H, W) cannot work with ``alignment``."""
-    for axis, n in zip(("height", "width"), input_size):
-        if n < 32:
-            raise ValueError(f"input {axis} {n} is too small for HRNet (4 branches down to stride 32); use >= 32")
-        if alignment == "ufpa":
-            if not geometry.is_aligned_size(n):
-                below, above = valid_sizes(alignment, n)
-                raise ValueError(f"alignment 'ufpa' needs input sizes 32m+1 so that convolution and interpolation "
-                                 f"agree; input {axis} {n} is not: use {below} or {above} "
-                                 f"(e.g. input_size=(257, 193) for 256x192)")
-        elif alignment in ("baseline", "bilinear") and n % 32:
-            below, above = valid_sizes(alignment, n)
-            raise ValueError(f"alignment {alignment!r} upsamples by fixed factors, so input sizes must be multiples of "
-                             f"32; input {axis} {n} is not: use {below} or {above}, or alignment 'bilinear_corners' / "
-                             "'ufpa_any' for any size")
 
 
 def _build(spec, **kwargs):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, conv3x3
+from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, check_input_size, conv3x3
 from ._registry import register_model
 from .heads import build_head
 
@@ -108,7 +108,8 @@ class SimpleBaseline(nn.Module):
     def __init__(self, spec: ResNetSpec, num_keypoints=17, alignment="baseline", head="heatmap",
                  input_size=(256, 192), upscale=4):
         super().__init__()
-        check_input_size(alignment, input_size)
+        # no fixed-factor upsampling: deconvolutions and resize-convolutions work at any size
+        check_input_size(alignment, input_size, 32, "a stride-32 ResNet", fixed_factor=())
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
         pad = PADDING_MODE[alignment]
         block = {"basic": BasicBlock, "bottleneck": Bottleneck}[spec.block]
@@ -165,16 +166,6 @@ class SimpleBaseline(nn.Module):
 
     def output_size(self) -> tuple[int, int]:
         return tuple(self.output_position_map_for(n).out_size(n) for n in self.input_size)
-
-
-def check_input_size(alignment, input_size):
-    for axis, n in zip(("height", "width"), input_size):
-        if n < 32:
-            raise ValueError(f"input {axis} {n} is too small for a stride-32 ResNet; use >= 32")
-        if alignment == "ufpa" and not geometry.is_aligned_size(n):
-            below, above = geometry.nearest_aligned_sizes(n)
-            raise ValueError(f"alignment 'ufpa' needs input sizes 32m+1; input {axis} {n} is not: use {below} or "
-                             f"{above}")
 
 
 @register_model
