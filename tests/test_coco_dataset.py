@@ -15,11 +15,12 @@ def write_dataset(root, keypoints, boxes, size=(120, 100), file_names=None, draw
     (root / "images").mkdir(parents=True, exist_ok=True)
     images, anns = [], []
     for i, (kp, box) in enumerate(zip(keypoints, boxes)):
-        canvas = synthetic.Canvas(np.zeros((*size, 3), np.float32))
+        image, scene = np.zeros((*size, 3), np.float32), synthetic.Scene(*size)
         if draw:
-            canvas.paint(*synthetic.disc(kp[0, :2], 3.0), (250.0, 250.0, 250.0), 0)
+            scene.disc(kp[0, :2], 3.0, (250.0, 250.0, 250.0), 0)
+        scene.render(image)
         name = file_names[i] if file_names else f"{i}.png"
-        cv2.imwrite(str(root / "images" / f"{i}.png"), np.clip(canvas.image, 0, 255).astype(np.uint8))
+        cv2.imwrite(str(root / "images" / f"{i}.png"), np.clip(image, 0, 255).astype(np.uint8))
         images.append({"id": i + 1, "file_name": name, "height": size[0], "width": size[1]})
         anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "bbox": list(box),
                      "area": float(box[2] * box[3]), "num_keypoints": int((kp[:, 2] > 0).sum()),

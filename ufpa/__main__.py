@@ -55,8 +55,10 @@ def _bench(args) -> int:
         kwargs = {}
         for pair in args.overrides:
             key, _, raw = pair.partition("=")
-            if key not in ("n", "seed"):
-                raise SystemExit(f"bad override {pair!r}: bench {args.what} takes n=... and seed=...")
+            allowed = ("n", "seed", "repeats") if args.what == "synth" else ("n", "seed")
+            if key not in allowed:
+                takes = ", ".join(f"{a}=..." for a in allowed)
+                raise SystemExit(f"bad override {pair!r}: bench {args.what} takes {takes}")
             kwargs[key] = int(raw)
         results = fn(**kwargs)
         out = args.out or records.reports_dir() / "results" / f"bench_{args.what}.json"

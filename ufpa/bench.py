@@ -177,16 +177,48 @@ def bench_codecs(n: int = 1000, seed: int = 0, input_size=(256, 192), heatmap_si
     return {"rows": rows, "n": n}
 
 
-def bench_synth(n: int = 300, seed: int = 0) -> dict:
-    """SynthPose rendering speed in one process (images per second per core) at the default 256x192 crops."""
+def bench_synth(n: int = 600, seed: int = 0, repeats: int = 3) -> dict:
+    """SynthPose generation speed on one core at the default 256x192 crops (the issue's goal: >= 500 img/s per core).
+
+    Three stages, each the best of ``repeats`` passes over the same ``n`` images (on a shared machine the best pass
+    is the least disturbed; every pass is recorded): ``render`` (scene to uint8 image and annotations),
+    ``render_encode`` (plus the JPEG encoding: the CPU cost of one finished image, which is what the per-core goal
+    measures) and ``generate`` (``synthetic.generate`` end to end into a temporary folder: adds file writes and the
+    annotation JSON, so it also depends on the file system). OpenCV is held to one thread throughout.
+    """
+    import tempfile
+
+    import cv2
     import numpy as np
 
     from .data import synthetic
 
     cfg = synthetic.SynthConfig()
-    start = time.perf_counter()
-    for i in range(n):
-        synthetic.render_image(np.random.default_rng(np.random.SeedSequence((seed, 0, i))), cfg)
-    render = time.perf_counter() - start
-    return {"images": n, "size": [cfg.height, cfg.width], "render_images_per_s": n / render, "goal_images_per_s": 500,
-            "goal_met": n / render >= 500}
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        def render(encode: bool):
+            start = time.perf_counter()
+            for i in range(n):
+                image, _ = synthetic.render_image(np.random.default_rng(np.random.SeedSequence((seed, 0, i))), cfg)
+                if encode:
+                    cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+                                 [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+            return time.perf_counter() - start
+
+        def generate():
+            with tempfile.TemporaryDirectory() as folder:
+                start = time.perf_counter()
+                synthetic.generate(folder, train=n, val=0, seed=seed, cfg=cfg, workers=1, progress=False)
+                return time.perf_counter() - start
+
+        stages = {"render": lambda: render(False), "render_encode": lambda: render(True), "generate": generate}
+        passes = {name: sorted(n / fn() for _ in range(repeats)) for name, fn in stages.items()}
+    finally:
+        cv2.setNumThreads(threads)
+    rates = {name: runs[-1] for name, runs in passes.items()}
+    return {"images": n, "repeats": repeats, "size": [cfg.height, cfg.width],
+            **{f"{name}_images_per_s": rate for name, rate in rates.items()},
+            "passes_images_per_s": passes,
+            "goal_images_per_s": 500, "goal_stage": "render_encode",
+            "goal_met": rates["render_encode"] >= 500}
