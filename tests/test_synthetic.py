@@ -163,3 +163,21 @@ def test_pycocotools_scores_ground_truth_at_ap_1(dataset):
 def test_bad_requests():
     with pytest.raises(ValueError, match="at least one image"):
         synthetic.generate("/tmp/never", train=0, val=0)
+
+
+def test_a_run_cut_short_leaves_no_annotation_file(tmp_path, monkeypatch):
+    """Images are written in place, so the annotation file of a split being rewritten goes first and comes last."""
+    synthetic.generate(tmp_path, train=4, val=2, seed=1, workers=1, progress=False)
+    render = synthetic.render_image
+    calls = []
+
+    def failing(rng, cfg):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return render(rng, cfg)
+
+    monkeypatch.setattr(synthetic, "render_image", failing)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.generate(tmp_path, train=4, val=2, seed=2, workers=1, progress=False)
+    assert not (tmp_path / "annotations" / "person_keypoints_train.json").exists()
