@@ -6,8 +6,9 @@ discs with varied colours and stripes, over cluttered backgrounds, partly hidden
 
 Keypoint convention (that of ``ufpa.geometry``): pixel i's centre is at x = i. The renderer honours it exactly: every
 shape is a signed-distance field with a smooth (logistic, 0.5 px) edge evaluated at pixel centres, so a symmetric
-shape's intensity centroid is its geometric centre to well under 0.01 px (``tests/test_synthetic.py``). OpenCV draws
-only the background clutter, where sub-pixel placement does not matter.
+shape's intensity centroid is its geometric centre to well under 0.01 px (``tests/test_synthetic.py``). OpenCV
+rasterises only the background clutter, where sub-pixel placement does not matter (it does blend the figures' shapes,
+with weights the renderer computes).
 
 Visibility follows COCO: 2 visible, 1 labelled but occluded (by another figure, an occluder, or the head itself for a
 face turned away), 0 not labelled (outside the image; coordinates then 0). Boxes are [x, y, w, h] around the
