@@ -35,16 +35,22 @@ def test_symmetric_shapes_have_their_centroid_at_the_ground_truth(shape):
     assert worst <= 0.01
 
 
+def signed_distance(params, xs, ys):
+    """A shape's definition: distance to its segment minus its tapered radius."""
+    ax, ay, ux, uy, length, radius_a, slope = params[:7]
+    along, across = (xs - ax) * ux + (ys - ay) * uy, (ys - ay) * ux - (xs - ax) * uy
+    clamped = np.clip(along, 0, length)
+    return np.hypot(along - clamped, across) - (radius_a + slope * clamped)
+
+
 def reference_render(scene, image):
     """The renderer's definition, shape by shape on the whole float64 grid: logistic edge, over-blend, owner."""
     image = image.astype(np.float64)
     owner = np.full(image.shape[:2], -1)
     ys, xs = np.mgrid[: image.shape[0], : image.shape[1]].astype(np.float64)
     for (x0, y0, x1, y1), params, (who, texture) in zip(scene.windows, scene.params, scene.styles):
-        ax, ay, ux, uy, length, radius_a, slope, *colour = params
-        along, across = (xs - ax) * ux + (ys - ay) * uy, (ys - ay) * ux - (xs - ax) * uy
-        clamped = np.clip(along, 0, length)
-        signed = np.hypot(along - clamped, across) - (radius_a + slope * clamped)
+        colour = params[7:]
+        signed = signed_distance(params, xs, ys)
         alpha = np.zeros_like(xs)
         alpha[y0:y1, x0:x1] = (1 / (1 + np.exp(signed / synthetic.EDGE)))[y0:y1, x0:x1]
         paint = np.array(colour) * (texture(xs, ys)[..., None] if texture else 1.0)
@@ -73,15 +79,11 @@ def test_scene_renders_its_definition_and_windows_lose_nothing():
     assert np.abs(image - expected).max() < 0.01  # grey levels: float32 against float64
     assert (owner == expected_owner).mean() > 0.999  # a pixel at coverage 0.5 may fall either way
     # the windows hold every pixel a shape visibly covers
+    ys, xs = np.mgrid[:70, :50]
     for (x0, y0, x1, y1), params in zip(scene.windows, scene.params):
-        ax, ay, ux, uy, length, radius_a, slope = params[:7]
-        ys, xs = np.mgrid[:70, :50]
         inside = np.zeros((70, 50), bool)
         inside[y0:y1, x0:x1] = True
-        along = (xs - ax) * ux + (ys - ay) * uy
-        clamped = np.clip(along, 0, length)
-        signed = np.hypot(along - clamped, (ys - ay) * ux - (xs - ax) * uy) - (radius_a + slope * clamped)
-        assert (signed[~inside] >= synthetic.REACH).all()
+        assert (signed_distance(params, xs, ys)[~inside] >= synthetic.REACH).all()
 
 
 def test_render_keeps_no_state_between_images():
@@ -181,3 +183,11 @@ def test_a_run_cut_short_leaves_no_annotation_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         synthetic.generate(tmp_path, train=4, val=2, seed=2, workers=1, progress=False)
     assert not (tmp_path / "annotations" / "person_keypoints_train.json").exists()
+
+
+def test_scene_rejects_an_image_it_cannot_blend_into():
+    scene = synthetic.Scene(8, 6)
+    with pytest.raises(ValueError, match=r"C-contiguous float32 \(8, 6, 3\) image, got uint8"):
+        scene.render(np.zeros((8, 6, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"got float32 \(6, 8, 3\)"):
+        scene.render(np.zeros((6, 8, 3), np.float32))

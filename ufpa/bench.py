@@ -202,8 +202,7 @@ def bench_synth(n: int = 600, seed: int = 0, repeats: int = 3) -> dict:
             for i in range(n):
                 image, _ = synthetic.render_image(np.random.default_rng(np.random.SeedSequence((seed, 0, i))), cfg)
                 if encode:
-                    cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                                 [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+                    synthetic.encode_jpeg(image, cfg)
             return time.perf_counter() - start
 
         def generate():

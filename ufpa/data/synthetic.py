@@ -412,15 +412,21 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig):
 
 # --- datasets -----------------------------------------------------------------------------------------------------
 
+def encode_jpeg(image: np.ndarray, cfg: SynthConfig) -> bytes:
+    """The JPEG bytes of an RGB uint8 image, as ``generate`` writes them."""
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # a negative-stride view would cost a slow copy inside imencode
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for an image of shape {image.shape}")
+    return data.tobytes()
+
+
 def _render_to_file(args):
     seed, split, index, cfg, image_dir = args
     rng = np.random.default_rng(np.random.SeedSequence((seed, SPLITS[split], index)))
     image, annotations = render_image(rng, cfg)
     name = f"{index:06d}.jpg"
-    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # a negative-stride view would cost a slow copy inside imencode
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality])
-    if not ok:
-        raise RuntimeError(f"JPEG encoding failed for {split} image {index}")
+    data = encode_jpeg(image, cfg)
     # written in place: the split's annotation file, written last, is what vouches for a complete set
     with open(os.path.join(image_dir, name), "wb") as f:
         f.write(data)
