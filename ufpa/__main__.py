@@ -30,21 +30,46 @@ def _aligned_size(args) -> int:
 
 
 def _parse_overrides(pairs, cfg):
-    """nanoGPT-style ``key=value`` overrides of a dataclass config, parsed as Python literals (never evaluated)."""
-    import ast
-    import dataclasses
+    """nanoGPT-style ``key=value`` overrides of a dataclass config, typed by its fields (never evaluated)."""
+    from . import config
 
-    fields = {f.name for f in dataclasses.fields(cfg)}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or key not in fields:
-            raise SystemExit(f"bad override {pair!r}: use key=value with key one of {sorted(fields)}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw  # a bare word such as device=cpu
-        setattr(cfg, key, tuple(value) if isinstance(value, list) else value)
-    return cfg
+    try:
+        return config.from_overrides(cfg, pairs)
+    except ValueError as err:
+        raise SystemExit(f"bad override: {err}") from err
+
+
+def _train(args) -> int:
+    from . import records, train
+
+    cfg = _parse_overrides(args.overrides, train.TrainConfig())
+    try:
+        train.validate(cfg)
+    except ValueError as err:
+        raise SystemExit(f"train: {err}") from err
+    run_dir = train.train(cfg)
+    rec = records.read_record(train.record_path(cfg), "train_run")["results"]
+    for name in ("no_flip", "flip"):
+        m = rec[name]
+        print(f"{name:8s} AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}  end-point error {m['epe_mean']:.2f} px  "
+              f"bias ({m['bias_x']:+.2f}, {m['bias_y']:+.2f}) px  flip consistency {m['flip_consistency_px']:.2f} px")
+    print(f"run: {run_dir}; record: {train.record_path(cfg)}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from . import sweep
+
+    try:
+        i, n = (int(v) for v in args.shard.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard {args.shard!r}: use i/n, e.g. --shard 0/4") from None
+    try:
+        rows = sweep.run_sweep(args.grid, jobs=args.jobs, shard=(i, n), force=args.force, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"sweep: {err}") from err
+    print(sweep.summary_table(rows))
+    return 1 if any(r["status"] == "failed" for r in rows) else 0
 
 
 def _bench(args) -> int:
@@ -66,8 +91,20 @@ def _bench(args) -> int:
         print(json.dumps(results, indent=1)[:2000])
         print(f"record: {out}")
         return 0
+    if args.what == "train":
+        cfg = _parse_overrides(args.overrides, bench.TrainBenchConfig())
+        results = bench.bench_train(cfg)
+        device = "cuda" if cfg.device.startswith("cuda") else "cpu"
+        out = args.out or records.reports_dir() / "results" / f"bench_train_{device}.json"
+        records.write_record(out, "bench_train", bench.config_dict(cfg), results, cfg.seed)
+        for row in results["data"]:
+            print(f"data pipeline, {row['workers']} workers: {row['images_per_s']:8.1f} img/s")
+        for row in results["steps"]:
+            print(f"{row['model']:18s} {'graph' if row['cuda_graph'] else 'eager'}: {row['images_per_s']:8.1f} img/s")
+        print(f"data keeps up with the fastest step: {results['data_keeps_up']}; record: {out}")
+        return 0
     if args.what != "models":
-        raise SystemExit(f"unknown benchmark {args.what!r}; available: models, codecs, synth")
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: models, train, codecs, synth")
     cfg = _parse_overrides(args.overrides, bench.BenchConfig())
     results = bench.bench_models(cfg)
     device = "cuda" if cfg.device.startswith("cuda") else "cpu"
@@ -84,7 +121,12 @@ def _bench(args) -> int:
 def _synth(args) -> int:
     from .data import synthetic
 
-    cfg = synthetic.SynthConfig(height=args.height, width=args.width)
+    if args.train < 0 or args.val < 0 or args.seed < 0 or args.workers < 1:
+        raise SystemExit("synth: --train/--val/--seed must be >= 0 and --workers >= 1")
+    try:  # checked before generate touches the output folder
+        cfg = synthetic.synth_config(args.difficulty, height=args.height, width=args.width)
+    except ValueError as err:
+        raise SystemExit(f"synth: {err}") from err
     paths = synthetic.generate(args.out, args.train, args.val, args.seed, cfg, workers=args.workers,
                                progress=not args.quiet)
     for split, path in paths.items():
@@ -116,15 +158,28 @@ def main(argv=None) -> int:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--height", type=int, default=256)
     synth.add_argument("--width", type=int, default=192)
+    synth.add_argument("--difficulty", default="standard", help="standard (default) or easy (the CPU profile's data)")
     synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)
 
     bench = sub.add_parser("bench", help="benchmarks that write records, e.g. `bench models model=hrnet_w32 batch=8`")
-    bench.add_argument("what", help="models, codecs or synth")
+    bench.add_argument("what", help="models, train, codecs or synth")
     bench.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.bench.BenchConfig")
     bench.add_argument("--out", help="record path (default: reports/results/bench_models_<model>_<device>.json)")
     bench.set_defaults(run=_bench)
+
+    train = sub.add_parser("train", help="train and evaluate one model, e.g. `train model=hrnet_w8_tiny epochs=5`")
+    train.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.train.TrainConfig")
+    train.set_defaults(run=_train)
+
+    sweep = sub.add_parser("sweep", help="run a YAML grid of training runs through notebook 05 (resumable)")
+    sweep.add_argument("grid", help="grid file, e.g. profiles/cpu.yaml")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at once")
+    sweep.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (cluster array jobs)")
+    sweep.add_argument("--force", action="store_true", help="re-run runs whose record exists")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=_sweep)
 
     args = parser.parse_args(argv)
     if getattr(args, "cases", 1) < 1:
