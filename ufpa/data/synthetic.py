@@ -51,6 +51,34 @@ class SynthConfig:
     blur_prob: float = 0.3
     noise: float = 6.0  # noise amplitude (grey levels)
     jpeg_quality: int = 92
+    clutter: tuple[int, int] = (4, 12)  # background shapes drawn: integers in [lo, hi)
+    tumble_prob: float = 0.1  # chance that a figure lies, tumbles or stands on its head
+    background: tuple[float, float] = (40.0, 220.0)  # range of the background's colour field (grey levels)
+    pose_spread: float = 1.0  # scale of the random joint angles about the rest pose (< 1: calmer poses)
+
+    def __post_init__(self):
+        if self.height < 32 or self.width < 32:
+            raise ValueError(f"image size {self.height}x{self.width} is too small: use --height/--width >= 32")
+        if not 0 <= self.clutter[0] < self.clutter[1]:
+            raise ValueError(f"clutter must be (lo, hi) with 0 <= lo < hi, got {self.clutter}")
+        if self.max_people < 1:
+            raise ValueError(f"max_people must be >= 1, got {self.max_people}")
+
+
+# Named difficulties: 'standard' is the default above; 'easy' is one calm, upright figure on a quiet background, data a
+# small CPU model learns in minutes (the study's CPU profile), while GPU profiles keep 'standard'.
+DIFFICULTIES = {
+    "standard": {},
+    "easy": dict(max_people=1, occluder_prob=0.0, blur_prob=0.0, noise=2.0, clutter=(0, 3), tumble_prob=0.0,
+                 background=(90.0, 170.0), pose_spread=0.5),
+}
+
+
+def synth_config(difficulty: str = "standard", **overrides) -> SynthConfig:
+    """A ``SynthConfig`` for a named difficulty (``DIFFICULTIES``), with field overrides (e.g. height=128)."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown SynthPose difficulty {difficulty!r}; choose one of {sorted(DIFFICULTIES)}")
+    return SynthConfig(**{**DIFFICULTIES[difficulty], **overrides})
 
 
 # --- the renderer -------------------------------------------------------------------------------------------------
@@ -218,7 +246,7 @@ def _turn(angle: float) -> complex:
     return complex(math.cos(angle), math.sin(angle))  # multiplying a point (x + iy) by this rotates it
 
 
-def make_figure(rng, centre, height) -> dict:
+def make_figure(rng, centre, height, tumble_prob: float = 0.1, pose_spread: float = 1.0) -> dict:
     """Joint positions (17, 2) and drawing parameters of one figure of ``height`` px standing at ``centre``.
 
     Points are complex numbers x + iy while the figure is built (rotation is a product); random numbers come in
@@ -231,8 +259,9 @@ def make_figure(rng, centre, height) -> dict:
         return lo + (hi - lo) * next(uniforms)
 
     p = {k: v * uniform(0.9, 1.1) for k, v in PROPORTIONS.items()}
-    lean = math.radians(10) * next(normals)
-    if next(uniforms) < 0.1:  # now and then a figure lying, tumbling or upside down
+    q = pose_spread  # scales every random joint angle about its rest pose (no extra draws)
+    lean = math.radians(10) * q * next(normals)
+    if next(uniforms) < tumble_prob:  # now and then a figure lying, tumbling or upside down
         lean += uniform(-math.pi, math.pi)
     up = complex(math.sin(lean), -math.cos(lean))
     right = complex(math.cos(lean), math.sin(lean))  # image-right for an upright figure
@@ -248,21 +277,21 @@ def make_figure(rng, centre, height) -> dict:
     down = -up
     for joint, (shoulder, elbow, wrist) in enumerate(((5, 7, 9), (6, 8, 10))):
         outward = side * (1 if joint == 0 else -1)
-        a = math.radians(min(max(20 + 45 * next(normals), -150), 150)) * outward  # arms hang, swing, rise
-        flex = math.radians(uniform(0, 145))
+        a = math.radians(min(max(20 + 45 * q * next(normals), -150), 150)) * outward  # arms hang, swing, rise
+        flex = math.radians(q * uniform(0, 145))
         flex *= -outward if next(uniforms) < 0.7 else outward
         d1 = down * _turn(a)
         k[elbow] = k[shoulder] + d1 * p["upper_arm"] * s
         k[wrist] = k[elbow] + d1 * _turn(flex) * p["forearm"] * s
     for joint, (hip, knee, ankle) in enumerate(((11, 13, 15), (12, 14, 16))):
         outward = side * (1 if joint == 0 else -1)
-        a = math.radians(min(max(5 + 25 * next(normals), -40), 100))
+        a = math.radians(min(max(5 + 25 * q * next(normals), -40), 100))
         a *= outward if next(uniforms) < 0.5 else -outward
         d1 = down * _turn(a)
         k[knee] = k[hip] + d1 * p["thigh"] * s
-        k[ankle] = k[knee] + d1 * _turn(-math.radians(uniform(0, 130)) * math.copysign(1.0, a)) * p["shin"] * s
+        k[ankle] = k[knee] + d1 * _turn(-math.radians(q * uniform(0, 130)) * math.copysign(1.0, a)) * p["shin"] * s
     # Head: a disc on a tilted neck; its turn moves eyes and nose sideways and hides the far ear.
-    tilt = _turn(math.radians(12) * next(normals))
+    tilt = _turn(math.radians(12) * q * next(normals))
     head_up, head_right = up * tilt, right * tilt
     r = p["head"] * s
     head = neck + head_up * p["neck"] * s
@@ -330,11 +359,13 @@ def draw_figure(scene: Scene, fig: dict, owner: int):
 
 # --- scenes -------------------------------------------------------------------------------------------------------
 
-def _background(rng, h, w) -> np.ndarray:
-    """A smooth colour field with 4 to 11 anti-aliased rectangles, circles and lines (written into a scratch buffer)."""
+def _background(rng, h, w, clutter=(4, 12), value_range=(40.0, 220.0)) -> np.ndarray:
+    """A smooth colour field and ``clutter`` (lo, hi) anti-aliased rectangles, circles and lines (in a scratch
+    buffer)."""
     image = _scratch("canvas", (h, w, 3))
-    cv2.resize(rng.uniform(40, 220, (3, 4, 3)).astype(np.float32), (w, h), dst=image, interpolation=cv2.INTER_CUBIC)
-    n = int(rng.integers(4, 12))
+    cv2.resize(rng.uniform(*value_range, (3, 4, 3)).astype(np.float32), (w, h), dst=image,
+               interpolation=cv2.INTER_CUBIC)
+    n = int(rng.integers(*clutter))
     kinds, colours, draws = rng.integers(3, size=n), rng.uniform(0, 255, (n, 3)).tolist(), rng.random((n, 4)).tolist()
     for kind, colour, (u0, u1, u2, u3) in zip(kinds, colours, draws):  # clutter
         x, y = int(u0 * w), int(u1 * h)
@@ -351,7 +382,7 @@ def _background(rng, h, w) -> np.ndarray:
 def render_image(rng: np.random.Generator, cfg: SynthConfig):
     """One image (uint8 RGB) and its figures' annotations (keypoints (17, 3), bbox, area)."""
     h, w = cfg.height, cfg.width
-    image = _background(rng, h, w)
+    image = _background(rng, h, w, cfg.clutter, cfg.background)
     scene = Scene(h, w)
     n_people = int(rng.integers(1, cfg.max_people + 1))
     figures = []
@@ -362,7 +393,7 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig):
         else:
             centre = rng.uniform(0, 1, 2) * np.array([w, h])
             height = h * rng.uniform(0.35, 0.9)
-        figures.append(make_figure(rng, centre, height))
+        figures.append(make_figure(rng, centre, height, cfg.tumble_prob, cfg.pose_spread))
     order = list(range(1, n_people)) + [0]
     for pid in order:
         draw_figure(scene, figures[pid], pid)
@@ -473,11 +504,25 @@ def generate(out: str | os.PathLike, train: int = 2000, val: int = 200, seed: in
                     "area": round(ann["area"], 3)})
         doc = {"info": {"description": "SynthPose: procedural people with exact sub-pixel keypoints (ufpa)",
                         "version": "2", "seed": seed, "split": split, "config": asdict(cfg),
+                        "difficulty": next((d for d in DIFFICULTIES if synth_config(d, height=cfg.height,
+                                            width=cfg.width) == cfg), "custom"),
                         "keypoint_convention": "pixel i's centre at x = i"},
                "images": images, "annotations": annotations, "categories": categories()}
         atomic_write_text(path, json.dumps(doc, separators=(",", ":")))
         paths[split] = path
     return paths
+
+
+def ensure(out: str | os.PathLike, difficulty: str = "standard", train: int = 2000, val: int = 200, seed: int = 0,
+           workers: int | None = None, progress: bool = False, **overrides) -> dict:
+    """Generate a SynthPose dataset at ``out`` unless both of its annotation files are there (then nothing is
+    touched); returns the annotation paths. Checks its arguments before writing anything."""
+    cfg = synth_config(difficulty, **overrides)
+    out = Path(out)
+    paths = {s: out / "annotations" / f"person_keypoints_{s}.json" for s in ("train", "val")}
+    if all(p.is_file() for p in paths.values()):
+        return paths
+    return generate(out, train, val, seed, cfg, workers=workers or os.cpu_count() or 1, progress=progress)
 
 
 def _run(jobs, workers, progress, desc):
