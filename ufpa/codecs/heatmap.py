@@ -55,30 +55,41 @@ def quarter_offset(heatmaps: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 
 def dark_refine(heatmaps: np.ndarray, xy: np.ndarray, blur_kernel: int) -> np.ndarray:
-    """DARK: blur (keeping each map's maximum), take logs, one Newton step of the 2-D quadratic at the argmax."""
+    """DARK: blur (keeping each map's maximum), take logs, one Newton step of the 2-D quadratic at the argmax.
+
+    All maps at once: the separable Gaussian (OpenCV's kernel and its default reflect-101 border) runs on the whole
+    stack, and the 2x2 Newton step has a closed form.
+    """
     n, k, h, w = heatmaps.shape
-    out = xy.copy()
-    for i in range(n):
-        for j in range(k):
-            hm = heatmaps[i, j]
-            peak = hm.max()
-            if blur_kernel > 1:
-                hm = cv2.GaussianBlur(hm, (blur_kernel, blur_kernel), 0)
-                hm = hm * (peak / max(hm.max(), 1e-12))
-            log = np.log(np.maximum(hm, 1e-10).astype(np.float64))
-            x, y = int(xy[i, j, 0]), int(xy[i, j, 1])
-            if not (1 < x < w - 2 and 1 < y < h - 2):
-                continue  # the derivatives need two samples on each side
-            dx = 0.5 * (log[y, x + 1] - log[y, x - 1])
-            dy = 0.5 * (log[y + 1, x] - log[y - 1, x])
-            dxx = 0.25 * (log[y, x + 2] - 2 * log[y, x] + log[y, x - 2])
-            dyy = 0.25 * (log[y + 2, x] - 2 * log[y, x] + log[y - 2, x])
-            dxy = 0.25 * (log[y + 1, x + 1] - log[y - 1, x + 1] - log[y + 1, x - 1] + log[y - 1, x - 1])
-            hessian = np.array([[dxx, dxy], [dxy, dyy]])
-            det = np.linalg.det(hessian)
-            if abs(det) > 1e-12:
-                out[i, j] -= np.linalg.solve(hessian, np.array([dx, dy]))
-    return out
+    maps = heatmaps.reshape(n * k, h, w).astype(np.float32)
+    if blur_kernel > 1:
+        peak = maps.max((1, 2))
+        taps = cv2.getGaussianKernel(blur_kernel, 0).ravel()
+        r = blur_kernel // 2
+        pad = np.pad(maps, ((0, 0), (r, r), (r, r)), mode="reflect")  # numpy's 'reflect' is reflect-101
+        rows = sum(t * pad[:, i:i + h, :] for i, t in enumerate(taps))
+        blurred = sum(t * rows[:, :, i:i + w] for i, t in enumerate(taps)).astype(np.float32)
+        maps = blurred * (peak / np.maximum(blurred.max((1, 2)), 1e-12))[:, None, None]
+    log = np.log(np.maximum(maps, 1e-10).astype(np.float64))
+    x, y = xy[..., 0].reshape(-1).astype(int), xy[..., 1].reshape(-1).astype(int)
+    inside = (1 < x) & (x < w - 2) & (1 < y) & (y < h - 2)  # the derivatives need two samples on each side
+    x, y, i = np.clip(x, 2, w - 3), np.clip(y, 2, h - 3), np.arange(n * k)
+
+    def at(dy, dx):
+        return log[i, y + dy, x + dx]
+
+    dx = 0.5 * (at(0, 1) - at(0, -1))
+    dy = 0.5 * (at(1, 0) - at(-1, 0))
+    dxx = 0.25 * (at(0, 2) - 2 * at(0, 0) + at(0, -2))
+    dyy = 0.25 * (at(2, 0) - 2 * at(0, 0) + at(-2, 0))
+    dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
+    det = dxx * dyy - dxy * dxy
+    ok = inside & (np.abs(det) > 1e-12)
+    safe = np.where(ok, det, 1.0)
+    step = np.stack([(dyy * dx - dxy * dy) / safe, (dxx * dy - dxy * dx) / safe], -1)  # H^-1 g
+    out = xy.reshape(-1, 2).astype(np.float64)
+    out[ok] -= step[ok]
+    return out.reshape(xy.shape)
 
 
 class GaussianCodec(Codec):
