@@ -256,3 +256,53 @@ def subpixel_plot(sweeps: dict, path=None):
     if path is not None:
         _save(fig, path)
     return fig
+
+
+def learning_curve(history: list[dict], path=None, title: str = ""):
+    """Training loss per epoch (log scale) and, where evaluated, val AP and end-point error."""
+    epochs = [h["epoch"] for h in history]
+    evaluated = [h for h in history if "val_AP" in h]
+    fig, axes = plt.subplots(1, 2 if evaluated else 1, figsize=(9 if evaluated else 4.5, 3.2),
+                             constrained_layout=True, squeeze=False)
+    ax = axes[0, 0]
+    ax.semilogy(epochs, [h["loss"] for h in history], "o-", color="#0072b2")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (heatmap MSE)")
+    ax.set_title(title or "learning curve", fontsize=9)
+    if evaluated:
+        ax = axes[0, 1]
+        ax.plot([h["epoch"] for h in evaluated], [h["val_AP"] for h in evaluated], "o-", color="#009e73", label="AP")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val AP (no flip)")
+        twin = ax.twinx()
+        twin.plot([h["epoch"] for h in evaluated], [h["val_epe_mean"] for h in evaluated], "s--", color="#d55e00",
+                  label="end-point error")
+        twin.set_ylabel("val end-point error (image px)")
+        ax.legend(loc="upper left", fontsize=8)
+        twin.legend(loc="upper right", fontsize=8)
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def prediction_grid(samples: dict, others: dict | None = None, path=None):
+    """Val crops with ground truth (white) and predictions: this run (top row) and, if given, other runs (one row
+    each, ``others``: label -> samples of the same crops)."""
+    rows = {"this run": samples, **(others or {})}
+    n = len(samples["crops"])
+    fig, axes = plt.subplots(len(rows), n, figsize=(2.2 * n, 2.9 * len(rows)), constrained_layout=True,
+                             squeeze=False)
+    for r, (label, s) in enumerate(rows.items()):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(samples["crops"][i])
+            draw_skeleton(ax, s["predicted"][i], samples["visible"][i], linewidth=1.2, size=8)
+            gt = samples["ground_truth"][i][samples["visible"][i] > 0]
+            ax.scatter(gt[:, 0], gt[:, 1], s=10, marker="x", c="white", linewidths=0.8, zorder=4)
+            err = np.linalg.norm(s["predicted"][i] - samples["ground_truth"][i], axis=-1)[samples["visible"][i] > 0]
+            ax.set_title(f"{label}: {err.mean():.1f} px", fontsize=7)
+            ax.axis("off")
+    if path is not None:
+        _save(fig, path)
+    return fig

@@ -1,0 +1,225 @@
+"""The trainer: typed configs, a smoke run and its record, kill-and-resume bit for bit, non-finite loss, bf16 on CPU,
+2-process DDP against 1 process, and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from ufpa import config, records, train
+from ufpa.data import synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    synthetic.ensure(out, "easy", train=48, val=12, seed=0)
+    return out
+
+
+def smoke(data, tmp_path, **changes) -> train.TrainConfig:
+    cfg = train.TrainConfig(data=str(data), input_size=(96, 64), epochs=2, batch_size=8, train_limit=32,
+                            val_limit=8, warmup_steps=2, threads=1, out=str(tmp_path / "runs"),
+                            reports=str(tmp_path / "reports"), progress=False, sigma=2.0)
+    return replace(cfg, **changes)
+
+
+def test_overrides_are_typed_and_unknown_keys_named():
+    cfg = config.from_overrides(train.TrainConfig(), ["epochs=3", "input_size=[64,64]", "lr=1e-3", "bf16=True",
+                                                      "device=cpu"])
+    assert cfg.epochs == 3 and cfg.input_size == (64, 64) and cfg.lr == 1e-3 and cfg.bf16 is True
+    with pytest.raises(ValueError, match="unknown TrainConfig key 'epoch'.*did you mean 'epochs'.*valid keys"):
+        config.from_overrides(train.TrainConfig(), ["epoch=3"])
+    for bad, msg in (("batch_size=yes", "expected an integer"), ("bf16=yes", "expected True or False"),
+                     ("input_size=256", "expected a tuple"), ("lr=fast", "expected a number"),
+                     ("input_size=[1,2,3]", "expected 2 values"), ("__import__('os')", "use key=value")):
+        with pytest.raises(ValueError, match=msg):
+            config.from_overrides(train.TrainConfig(), [bad])
+
+
+@pytest.mark.parametrize("changes, msg", [
+    (dict(codec="udp"), "udp codec needs head='udp'"), (dict(lr=float("nan")), "lr=nan"),
+    (dict(batch_size=0), "batch_size=0"), (dict(alignment="ufpa", input_size=(100, 64)), "32m\\+1"),
+    (dict(model="hrnet_w99"), "not a ufpa model"), (dict(flip=1.5), "probability"),
+    (dict(alignment="baseline", input_size=(64, 48)), "multiples of 32"), (dict(sigma=float("nan")), "sigma"),
+])
+def test_validate_names_the_field_and_the_fix(changes, msg):
+    with pytest.raises(ValueError, match=msg):
+        train.validate(replace(train.TrainConfig(), **changes))
+
+
+def test_missing_dataset_says_how_to_make_one(tmp_path):
+    cfg = smoke(tmp_path / "nowhere", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m ufpa synth"):
+        train.train(cfg)
+
+
+def test_smoke_run_writes_a_complete_record(data, tmp_path):
+    cfg = smoke(data, tmp_path, alignment="ufpa_any", eval_every=1)
+    run_dir = train.train(cfg)
+    rec = records.read_record(train.record_path(cfg), "train_run")
+    res = rec["results"]
+    assert res["run_id"] == train.run_id(cfg) == run_dir.name
+    assert [h["epoch"] for h in res["learning_curve"]] == [1, 2]
+    assert "val_AP" in res["learning_curve"][0] and "val_AP" not in res["learning_curve"][1]  # last: full eval
+    for name in ("flip", "no_flip"):
+        m = res[name]
+        assert 0 <= m["AP"] <= 1 and m["epe_mean"] > 0 and m["flip_test"] == (name == "flip")
+        assert len(m["bias_x_per_joint"]) == 17 and m["flip_consistency_px"] >= 0
+    assert res["params"] > 0 and res["gflops"] > 0 and res["val_instances"] == 8 and res["train_instances"] == 32
+    assert rec["provenance"]["git_commit"] and rec["config"]["alignment"] == "ufpa_any"
+    coco = json.loads(train.record_path(cfg).with_suffix(".keypoints.json").read_text())
+    assert len(coco) == 8 and len(coco[0]["keypoints"]) == 51
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["config"]["alignment"] == "ufpa_any"
+    # the notebook helpers read the same run back
+    samples = train.sample_predictions(cfg, 2)
+    assert samples["crops"].shape == (2, 96, 64, 3) and samples["predicted"].shape == (2, 17, 2)
+    assert train.metrics_table(rec).shape[0] == 2 and "AP" in train.run_summary(rec)
+
+
+def test_ufpa_runs_at_its_aligned_size(data, tmp_path):
+    cfg = smoke(data, tmp_path, alignment="ufpa", input_size=(96, 64), epochs=1)
+    assert train.effective_input_size(cfg) == (97, 65)
+    train.train(cfg)
+    res = records.read_record(train.record_path(cfg))["results"]
+    assert res["input_size"] == [97, 65] and res["heatmap_size"] == [25, 17]
+
+
+def test_resume_with_another_config_is_refused(data, tmp_path):
+    cfg = smoke(data, tmp_path, epochs=1)
+    run_dir = train.train(cfg)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    state["config"]["lr"] = 1.0
+    train.save_checkpoint(run_dir / "checkpoint.pt", state)
+    with pytest.raises(ValueError, match="different config"):
+        train.train(cfg)
+
+
+def _cli(args, **kw):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ufpa", "train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _args(cfg):
+    skip = ("progress",)
+    out = []
+    for key, value in vars(cfg).items():
+        if key not in skip:
+            out.append(f"{key}={list(value) if isinstance(value, tuple) else value!r}")
+    return out + ["progress=False"]
+
+
+def test_killed_run_resumes_bit_for_bit(data, tmp_path):
+    """SIGKILL a real training process after its first epoch checkpoint; the resumed run ends bitwise equal to an
+    uninterrupted one."""
+    cfg = smoke(data, tmp_path / "a", epochs=4, train_limit=48)
+    ref = smoke(data, tmp_path / "b", epochs=4, train_limit=48)
+    log = Path(cfg.out) / train.run_id(cfg) / "log.jsonl"
+    proc = _cli(_args(cfg))
+    deadline = time.time() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 1):
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline, "no epoch finished in 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(log.parent / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] < 4, "the run finished before it could be killed; make it longer"
+    assert not train.record_path(cfg).exists()
+    finished = _cli(_args(cfg))
+    assert finished.wait(timeout=300) == 0, finished.stdout.read()
+    uninterrupted = _cli(_args(ref))
+    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stdout.read()
+    a = torch.load(log.parent / "checkpoint.pt", weights_only=True)
+    b = torch.load(Path(ref.out) / train.run_id(ref) / "checkpoint.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 4
+    for key in b["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [h["loss"] for h in a["history"]] == [h["loss"] for h in b["history"]]
+    ra = records.read_record(train.record_path(cfg))["results"]
+    rb = records.read_record(train.record_path(ref))["results"]
+    assert ra["flip"] == rb["flip"] and ra["no_flip"] == rb["no_flip"]
+
+
+def test_non_finite_loss_names_step_and_checkpoint(data, tmp_path, monkeypatch):
+    cfg = smoke(data, tmp_path, epochs=3)
+    calls = {"n": 0}
+    real = train.pose_loss
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setattr(train, "pose_loss", poisoned)
+    with pytest.raises(train.TrainingError, match=r"loss became nan by step 5 \(epoch 2\).*checkpoint.pt"):
+        train.train(cfg)
+    assert not train.record_path(cfg).exists()
+
+
+def test_bf16_autocast_runs_on_cpu(data, tmp_path):
+    cfg = smoke(data, tmp_path, epochs=1, bf16=True)
+    train.train(cfg)
+    res = records.read_record(train.record_path(cfg))["results"]
+    assert res["learning_curve"][0]["loss"] > 0 and res["flip"]["epe_mean"] > 0
+
+
+def test_cuda_graph_needs_cuda(data, tmp_path):
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        train.train(smoke(data, tmp_path, cuda_graph=True))
+
+
+def test_ddp_two_processes_match_one(data, tmp_path):
+    """torchrun with 2 gloo processes (batch 8 = 2 x 4, batch norm over both) against 1 process with batch 8.
+
+    Two SGD steps; each parameter's update must agree to 1 %. That is the float32 precision of this network's
+    gradients: a single process's own float32 and float64 stem gradients differ by 0.3 % (batch norm's backward
+    subtracts nearly equal terms, layer after layer), while the head's agree to 1e-6.
+    """
+    one = smoke(data, tmp_path / "one", epochs=1, train_limit=16, optimizer="sgd", lr=0.05, warmup_steps=0, flip=0.0)
+    two = replace(one, out=str(tmp_path / "two" / "runs"), reports=str(tmp_path / "two" / "reports"))
+    assert train.run_id(one) == train.run_id(two)
+    train.train(one)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun) if torchrun.exists() else sys.executable, *([] if torchrun.exists() else
+           ["-m", "torch.distributed.run"]), "--nproc_per_node=2", "--master_port=29517", "-m", "ufpa", "train",
+           *_args(two)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    a = torch.load(Path(one.out) / train.run_id(one) / "checkpoint.pt", weights_only=True)
+    b = torch.load(Path(two.out) / train.run_id(two) / "checkpoint.pt", weights_only=True)
+    assert a["history"][0]["loss"] == pytest.approx(b["history"][0]["loss"], rel=1e-5)
+    torch.manual_seed(one.seed)
+    start = train.build(one, datasets=False)[0].state_dict()
+    for key, value in a["model"].items():
+        if not value.is_floating_point():
+            assert torch.equal(value, b["model"][key]), key
+            continue
+        moved = (value.double() - start[key].double()).norm()
+        if moved > 1e-6:
+            assert (value.double() - b["model"][key].double()).norm() / moved < 0.01, key
+    head = "head.conv.weight"
+    assert ((a["model"][head] - b["model"][head]).norm() / (a["model"][head] - start[head]).norm()) < 1e-5
+
+
+def test_cli_rejects_bad_overrides():
+    out = subprocess.run([sys.executable, "-m", "ufpa", "train", "epoch=3"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "did you mean 'epochs'" in out.stderr and "valid keys" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "ufpa", "train", "codec=udp"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode != 0 and "head='udp'" in out.stderr

@@ -1,0 +1,700 @@
+"""Training and evaluation of pose models: ``train(TrainConfig(...)) -> run directory``.
+
+Read top to bottom: the config, the data and model it builds, the loss, one step (eager or captured in a CUDA graph),
+the loop with its checkpoints, and evaluation. Everything a run depends on is a function of the config and the seed:
+model init from ``seed``, data order from (seed, epoch), augmentation from (seed, epoch, index) (``CocoKeypoints``).
+So a run killed at any point and resumed from its last epoch checkpoint ends bit for bit where an uninterrupted run
+ends (on CPU; the tests kill one with SIGKILL).
+
+A run writes ``<out>/<run_id>/`` (``checkpoint.pt`` each epoch, ``log.jsonl`` one line per epoch) and, at the end,
+one results record ``<reports>/results/runs/<run_id>.json`` (config, metrics with and without flip test, learning
+curve, parameters, FLOPs, wall time, img/s, provenance) with the COCO results file beside it
+(``<run_id>.keypoints.json``). Under ``torchrun`` it trains with DistributedDataParallel; rank 0 writes everything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import records
+from .codecs import COCO_FLIP_PAIRS, create_codec
+from .data.coco import Augment, CocoKeypoints, apply_transform, invert_transform
+from .models import ALIGNMENTS, HEADS, create_model, list_models
+
+
+@dataclass
+class TrainConfig:
+    # model
+    model: str = "hrnet_w8_tiny"  # a ufpa.models preset (python -m ufpa train model=? lists them)
+    alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any
+    head: str = "heatmap"  # heatmap | udp | sr | duc; 'udp' pairs with codec 'udp'
+    input_size: tuple[int, int] = (128, 96)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
+    codec: str = "dark"  # msra | dark | udp | sr
+    sigma: float = 0.0  # Gaussian sigma in heatmap samples; 0: the codec's default (heatmap width / 24)
+    fg_weight: float = 0.0  # heatmap loss weight 1 + fg_weight * target per pixel (0: plain MSE, as published)
+    # data: a COCO-format folder (SynthPose: images/<split>/, COCO 2017: <split>2017/) with annotations/
+    data: str = "data/synthpose-easy"
+    train_split: str = "train"  # annotations/person_keypoints_<split>.json
+    val_split: str = "val"
+    train_limit: int = 0  # use only the first N training instances (0: all); for smoke runs
+    val_limit: int = 0
+    # schedule
+    epochs: int = 10
+    batch_size: int = 32  # global batch; under torchrun each of the N processes takes batch_size / N
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100  # linear warmup, then the schedule
+    schedule: str = "cosine"  # cosine | step (x0.1 at 2/3 and 8/9 of training) | constant
+    # augmentation (training only)
+    flip: float = 0.5
+    scale: float = 0.25
+    rotation: float = 30.0
+    half_body: float = 0.0
+    # evaluation
+    eval_every: int = 0  # also evaluate (no flip) every N epochs for the learning curve (0: only at the end)
+    # machinery
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:1
+    threads: int = 0  # CPU threads (0: torch's default)
+    workers: int = 0  # DataLoader worker processes
+    bf16: bool | None = None  # bf16 autocast; default on for CUDA
+    channels_last: bool | None = None  # default on for CUDA
+    cuda_graph: bool | None = None  # capture the whole step in a CUDA graph; default on for CUDA (one process)
+    compile: bool = False  # torch.compile the model (slow to compile for HRNet-W32)
+    out: str = "runs"  # run directories go in <out>/<run_id>/
+    reports: str = ""  # records go in <reports>/results/runs/ ('': $UFPA_REPORTS_DIR or reports/)
+    progress: bool = True  # tqdm bars
+
+
+# Fields that change how a run is executed but not what it computes: left out of the run id.
+EXECUTION_FIELDS = ("device", "threads", "workers", "out", "reports", "progress")
+
+
+class TrainingError(RuntimeError):
+    """A run stopped for a reason the message names (non-finite loss, out of memory)."""
+
+
+# --- config ---------------------------------------------------------------------------------------------------------
+
+def effective_input_size(cfg: TrainConfig) -> tuple[int, int]:
+    """The size a run really uses: the paper's 'ufpa' variant needs inputs 32m+1, so a request of 32m (the size the
+    other variants use, e.g. 128x96) runs at 32m+1 (129x97); any other size must be 32m+1 already."""
+    if cfg.alignment != "ufpa":
+        return tuple(cfg.input_size)
+    return tuple(n + 1 if n % 32 == 0 else n for n in cfg.input_size)
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Check every field up front (before any data is read or folder written); errors name the field and the fix."""
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(msg)
+
+    need(cfg.model in list_models(), f"model={cfg.model!r} is not a ufpa model; choose one of {list_models()}")
+    need(cfg.alignment in ALIGNMENTS, f"alignment={cfg.alignment!r}: choose one of {ALIGNMENTS}")
+    need(cfg.head in HEADS, f"head={cfg.head!r}: choose one of {HEADS}")
+    need(cfg.codec in ("msra", "dark", "udp", "sr"), f"codec={cfg.codec!r}: choose msra, dark, udp or sr")
+    need((cfg.codec == "udp") == (cfg.head == "udp"),
+         f"codec={cfg.codec!r} and head={cfg.head!r} do not fit: the udp codec needs head='udp' and the udp head "
+         "needs codec='udp'")
+    need(len(cfg.input_size) == 2 and min(cfg.input_size) >= 32, f"input_size={cfg.input_size}: use (H, W) >= 32")
+    for name in ("epochs", "batch_size"):
+        need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)}: must be >= 1")
+    for name in ("train_limit", "val_limit", "warmup_steps", "eval_every", "threads", "workers", "seed"):
+        need(getattr(cfg, name) >= 0, f"{name}={getattr(cfg, name)}: must be >= 0")
+    need(math.isfinite(cfg.lr) and cfg.lr > 0, f"lr={cfg.lr}: must be a finite number > 0")
+    need(math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0, f"weight_decay={cfg.weight_decay}: must be >= 0")
+    need(math.isfinite(cfg.sigma) and cfg.sigma >= 0, f"sigma={cfg.sigma}: must be >= 0 (0: codec default)")
+    need(math.isfinite(cfg.fg_weight) and cfg.fg_weight >= 0, f"fg_weight={cfg.fg_weight}: must be >= 0")
+    need(cfg.optimizer in ("adamw", "adam", "sgd"), f"optimizer={cfg.optimizer!r}: choose adamw, adam or sgd")
+    need(cfg.schedule in ("cosine", "step", "constant"), f"schedule={cfg.schedule!r}: choose cosine, step, constant")
+    for name in ("flip", "half_body"):
+        need(0 <= getattr(cfg, name) <= 1, f"{name}={getattr(cfg, name)}: a probability in [0, 1]")
+    need(0 <= cfg.scale < 1, f"scale={cfg.scale}: must be in [0, 1)")
+    need(0 <= cfg.rotation <= 180, f"rotation={cfg.rotation}: degrees in [0, 180]")
+    need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
+         f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N")
+    create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=effective_input_size(cfg))
+    return cfg
+
+
+def run_id(cfg: TrainConfig) -> str:
+    """A readable id: model-alignment-size-codec-seed and a hash of everything else that changes the result."""
+    semantic = {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
+    digest = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    h, w = cfg.input_size
+    return f"{cfg.model}-{cfg.alignment}-{h}x{w}-{cfg.codec}-s{cfg.seed}-{digest}"
+
+
+def record_path(cfg: TrainConfig) -> Path:
+    base = Path(cfg.reports) if cfg.reports else records.reports_dir()
+    return base / "results" / "runs" / f"{run_id(cfg)}.json"
+
+
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device!r} but torch sees no CUDA device; use device=cpu")
+    return torch.device(cfg.device)
+
+
+# --- data and model ---------------------------------------------------------------------------------------------------
+
+def _split_paths(root: Path, split: str) -> tuple[Path, Path]:
+    ann = root / "annotations" / f"person_keypoints_{split}.json"
+    for images in (root / "images" / split, root / split):  # SynthPose layout, then COCO 2017's
+        if images.is_dir():
+            return ann, images
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset at {root}: make one with `python -m ufpa synth --out {root} "
+                                "--difficulty easy` or set data= to a COCO-format folder")
+    raise FileNotFoundError(f"{root} has no image folder for split {split!r} (looked for images/{split}/ and "
+                            f"{split}/)")
+
+
+def build(cfg: TrainConfig, device=None, datasets: bool = True):
+    """The model, its codec (on the model's own output grid) and, if asked, the train and val datasets."""
+    size = effective_input_size(cfg)
+    model = create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size)
+    opts = {"sigma": cfg.sigma} if cfg.sigma > 0 else {}
+    codec = create_codec(cfg.codec, size, model.output_size(), grid=model.output_position_map(), **opts)
+    if device is not None:
+        model = model.to(device)
+    if not datasets:
+        return model, codec, None, None
+    root = Path(cfg.data)
+    train_ann, train_images = _split_paths(root, cfg.train_split)
+    val_ann, val_images = _split_paths(root, cfg.val_split)
+    augment = Augment(flip=cfg.flip, scale=cfg.scale, rotation=cfg.rotation, rotation_prob=0.6 if cfg.rotation else 0,
+                      half_body=cfg.half_body)
+    train_ds = CocoKeypoints(train_ann, train_images, size, codec, train=True, augment=augment, seed=cfg.seed)
+    val_ds = CocoKeypoints(val_ann, val_images, size, codec, train=False, seed=cfg.seed)
+    for ds, limit in ((train_ds, cfg.train_limit), (val_ds, cfg.val_limit)):
+        if limit:
+            ds.instances = ds.instances[:limit]
+    if len(train_ds) < cfg.batch_size:
+        raise ValueError(f"{len(train_ds)} training instances are fewer than batch_size={cfg.batch_size}: lower "
+                         "batch_size or use more data")
+    return model, codec, train_ds, val_ds
+
+
+# --- loss ------------------------------------------------------------------------------------------------------------
+
+def pose_loss(output: torch.Tensor, batch: dict, k: int, fg_weight: float = 0.0) -> torch.Tensor:
+    """Heatmap MSE weighted per keypoint (mmpose's KeypointMSELoss); with offsets (udp) plus their L1 weighted by the
+    target heatmap, as the UFPA code trains them. ``fg_weight`` > 0 weights each pixel by 1 + fg_weight * target:
+    with few steps, plain MSE is dominated by the background and a small model sits on the all-zero map."""
+    target, weight = batch["target"], batch["target_weight"]
+    heat = output[:, :k].float()
+    sq = (heat - target[:, :k]) ** 2
+    if fg_weight:
+        sq = sq * (1 + fg_weight * target[:, :k])
+    loss = sq.mean((2, 3)).mul(weight).mean()
+    if output.shape[1] == 3 * k:
+        offset_weight = batch["offset_weight"].repeat(1, 2, 1, 1)
+        l1 = (output[:, k:].float() - target[:, k:]).abs() * offset_weight
+        loss = loss + l1.sum() / offset_weight.sum().clamp_min(1.0)
+    return loss
+
+
+# --- distributed -------------------------------------------------------------------------------------------------
+
+def _dist_env() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) for a plain process."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+class AllReduceBatchNorm(torch.nn.BatchNorm2d):
+    """Batch norm with statistics over the global batch of all processes, for CPU (gloo) runs.
+
+    torch's SyncBatchNorm runs on GPUs only; this one all-reduces the per-channel sums through the differentiable
+    ``torch.distributed.nn.functional.all_reduce``, so forward and backward equal one process on the whole batch.
+    """
+
+    def forward(self, x):
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        shape = (1, c, 1, 1)
+        # two passes, as batch_norm itself: E[x^2] - E[x]^2 loses digits when activations have a large mean
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), x.new_tensor([x.numel() / c])]))
+        count = stats[-1]
+        mean = stats[:c] / count
+        centred = x - mean.view(shape)
+        var = all_reduce((centred * centred).sum((0, 2, 3))) / count
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * count / (count - 1), self.momentum)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _convert_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    out = module
+    if isinstance(module, torch.nn.BatchNorm2d) and not isinstance(module, AllReduceBatchNorm):
+        out = AllReduceBatchNorm(module.num_features, module.eps, module.momentum, module.affine)
+        out.load_state_dict(module.state_dict())
+    for name, child in module.named_children():
+        out.add_module(name, _convert_batchnorm(child))
+    return out
+
+
+# --- the schedule ----------------------------------------------------------------------------------------------------
+
+def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(total - cfg.warmup_steps, 1)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    if cfg.schedule == "step":
+        return cfg.lr * (0.1 ** ((t >= 2 / 3) + (t >= 8 / 9)))
+    return cfg.lr
+
+
+def _optimizer(cfg: TrainConfig, model, capturable: bool):
+    lr = torch.tensor(cfg.lr, device=next(model.parameters()).device) if capturable else cfg.lr
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(model.parameters(), lr=lr, weight_decay=cfg.weight_decay, capturable=capturable)
+
+
+def _set_lr(optimizer, lr: float):
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)  # a captured graph reads the tensor, so it must change in place
+        else:
+            group["lr"] = lr
+
+
+# --- one step --------------------------------------------------------------------------------------------------------
+
+TENSOR_KEYS = ("image", "target", "target_weight", "offset_weight")
+
+
+class Step:
+    """Forward, loss, backward and optimizer step on one batch; ``graph=True`` captures all of it in a CUDA graph
+    (static input buffers, capturable optimizer), replayed with one launch per step."""
+
+    def __init__(self, model, optimizer, k: int, device, bf16: bool, channels_last: bool, graph: bool,
+                 fg_weight: float = 0.0):
+        self.model, self.optimizer, self.k, self.device, self.fg_weight = model, optimizer, k, device, fg_weight
+        self.bf16, self.channels_last, self.graph = bf16, channels_last, graph
+        self.static, self.cuda_graph, self.loss = None, None, None
+
+    def _run(self, batch):
+        self.optimizer.zero_grad(set_to_none=not self.graph)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graph):
+            output = self.model(batch["image"])
+        loss = pose_loss(output, batch, self.k, self.fg_weight)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _to_device(self, batch):
+        out = {}
+        for key in TENSOR_KEYS:
+            if key in batch:
+                t = batch[key].to(self.device, non_blocking=True)
+                if key == "image" and self.channels_last:
+                    t = t.contiguous(memory_format=torch.channels_last)
+                out[key] = t
+        return out
+
+    def _capture(self, batch):
+        # Warm up on a side stream (the optimizer's state is created there), then put model and optimizer back as
+        # they were, so graphed and eager runs make the same updates from the same start.
+        model_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.static = {k: v.clone() for k, v in batch.items()}
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self._run(self.static)
+        torch.cuda.current_stream().wait_stream(stream)
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                v.copy_(model_state[k])
+            for state in self.optimizer.state.values():
+                for v in state.values():
+                    if isinstance(v, torch.Tensor):
+                        v.zero_()  # fresh moments and step counts, as before the first step
+        self.cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.cuda_graph):
+            self.loss = self._run(self.static)
+
+    def __call__(self, batch) -> torch.Tensor:
+        batch = self._to_device(batch)
+        if not self.graph:
+            return self._run(batch)
+        if self.cuda_graph is None:
+            self._capture(batch)
+        for key, value in batch.items():
+            self.static[key].copy_(value)
+        self.cuda_graph.replay()
+        return self.loss
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------------
+
+def save_checkpoint(path: Path, state: dict):
+    """Atomic: a temporary file in the same folder, then a rename, so a kill never leaves half a checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- the loop -------------------------------------------------------------------------------------------------------
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) the run ``cfg`` describes, evaluate it, write its record; returns the run directory."""
+    cfg = validate(cfg)
+    rank, world, local_rank = _dist_env()
+    distributed = world > 1
+    if distributed and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cfg.device.startswith("cuda") or (
+            cfg.device == "auto" and torch.cuda.is_available()) else "gloo")
+    device = resolve_device(cfg)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} does not split over {world} processes: use a multiple of "
+                         f"{world}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cuda = device.type == "cuda"
+    bf16 = cuda if cfg.bf16 is None else cfg.bf16
+    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+    graph = (cuda and not distributed and not cfg.compile) if cfg.cuda_graph is None else cfg.cuda_graph
+    if graph and not cuda:
+        raise ValueError("cuda_graph=True needs a CUDA device; use cuda_graph=False (or None) on CPU")
+    if graph and distributed:
+        raise ValueError("cuda_graph=True is for one process; under torchrun use cuda_graph=False")
+
+    rid = run_id(cfg)
+    run_dir = Path(cfg.out) / rid
+    ckpt_path = run_dir / "checkpoint.pt"
+    torch.manual_seed(cfg.seed)
+    model, codec, train_ds, val_ds = build(cfg, device)
+    k = model.num_keypoints
+    if distributed:
+        model = _convert_batchnorm(model) if device.type == "cpu" else \
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(cfg, model, capturable=graph)
+    net = model
+    if cfg.compile:
+        net = torch.compile(net)
+    if distributed:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
+
+    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
+                                                  seed=cfg.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size // world, sampler=sampler,
+                                         num_workers=cfg.workers, drop_last=True, pin_memory=cuda)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"no full batch of {cfg.batch_size} in {len(train_ds)} instances: lower batch_size")
+    total_steps = steps_per_epoch * cfg.epochs
+
+    start_epoch, history, elapsed = 0, [], 0.0
+    if ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        if state["config"] != _semantic(cfg):
+            raise ValueError(f"{ckpt_path} belongs to a different config; delete {run_dir} to start over")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed_s"]
+    step_fn = Step(net, optimizer, k, device, bf16, channels_last, graph, cfg.fg_weight)
+
+    if cfg.progress:
+        from tqdm.auto import tqdm  # a notebook bar in Jupyter, a terminal bar elsewhere
+    else:
+        from tqdm import tqdm
+
+    log_path = run_dir / "log.jsonl"
+    for epoch in range(start_epoch, cfg.epochs):
+        train_ds.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank != 0,
+                   leave=False, mininterval=1.0)
+        for i, batch in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            _set_lr(optimizer, learning_rate(cfg, step, total_steps))
+            try:
+                loss = step_fn(batch)
+            except torch.cuda.OutOfMemoryError as err:
+                raise TrainingError(f"CUDA ran out of memory at batch_size={cfg.batch_size}: try "
+                                    f"batch_size={max(cfg.batch_size // 2, 1)}") from err
+            loss_sum += loss
+            if not cuda or i % 50 == 49 or i == steps_per_epoch - 1:  # on CUDA, sync only now and then
+                if not torch.isfinite(loss_sum):
+                    last = f"{ckpt_path} (end of epoch {start_epoch if not history else history[-1]['epoch']})" \
+                        if ckpt_path.is_file() else "none (no epoch finished)"
+                    raise TrainingError(f"loss became {loss_sum.item()} by step {step} (epoch {epoch + 1}); last "
+                                        f"good checkpoint: {last}; lower lr={cfg.lr} or check the data")
+                if cfg.progress and rank == 0:
+                    bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3g}",
+                                    img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        elapsed += seconds
+        loss_mean = loss_sum.item() / steps_per_epoch
+        if distributed:
+            t = torch.tensor([loss_mean], device=device)
+            torch.distributed.all_reduce(t)
+            loss_mean = t.item() / world
+        entry = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": loss_mean,
+                 "lr": learning_rate(cfg, (epoch + 1) * steps_per_epoch - 1, total_steps),
+                 "images_per_s": steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs and rank == 0:
+            quick = evaluate(model, codec, val_ds, cfg, device, flip_test=False, consistency=False)
+            entry.update(val_AP=quick["AP"], val_epe_mean=quick["epe_mean"])
+        history.append(entry)
+        if rank == 0:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
+                                        "elapsed_s": elapsed, "config": _semantic(cfg)})
+            _append_jsonl(log_path, entry)
+        if distributed:
+            torch.distributed.barrier()
+
+    if rank == 0:
+        _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, run_dir)
+    if distributed:
+        torch.distributed.barrier()
+    return run_dir
+
+
+def _semantic(cfg: TrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
+
+
+def _append_jsonl(path: Path, entry: dict):
+    # a resumed run appends the epochs it redoes; the record's learning curve comes from the checkpoint's history
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(records._clean(entry)) + "\n")
+
+
+def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, run_dir):
+    from .bench import model_cost
+
+    results = {"run_id": rid}
+    for flip in (False, True):
+        metrics = evaluate(model, codec, val_ds, cfg, device, flip_test=flip)
+        coco = metrics.pop("coco_results")
+        results["flip" if flip else "no_flip"] = metrics
+        if flip:
+            results_file = record_path(cfg).with_suffix(".keypoints.json")
+            records.atomic_write_text(results_file, json.dumps(coco))
+    cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
+    images = sum(h["images_per_s"] * h["seconds"] for h in history)
+    results.update(learning_curve=history, params=cost["params"], gflops=cost["gflops"],
+                   input_size=list(effective_input_size(cfg)), heatmap_size=list(codec.heatmap_size),
+                   wall_s=elapsed, images_per_s=images / max(elapsed, 1e-9), train_instances=len(train_ds),
+                   val_instances=len(val_ds))
+    records.write_record(record_path(cfg), "train_run", asdict(cfg), results, cfg.seed)
+    records.atomic_write_text(run_dir / "done.json", json.dumps({"record": str(record_path(cfg))}))
+
+
+# --- evaluation ------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model, codec, dataset, device, flip_test: bool, batch_size: int = 64, channels_last: bool = False,
+            mirrored: bool = True):
+    """For every instance of ``dataset``, in original-image pixels: ``keypoints`` (N, K, 2) and ``scores`` (N, K)
+    (with flip test: from the average of the output and the flipped-back output of the mirrored crop), ``direct``
+    (the crop alone) and ``mirrored`` (the mirrored crop alone, flipped back; if asked), for flip consistency."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    fused_kps, direct, mirror, scores, matrices = [], [], [], [], []
+    with_mirror = mirrored or flip_test
+    for batch in loader:
+        x = batch["image"].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x).float().cpu().numpy()
+        back = codec.flip_back(model(x.flip(-1)).float().cpu().numpy(), COCO_FLIP_PAIRS) if with_mirror else None
+        fused = (out + back) / 2 if flip_test else out
+        kps, sc = codec.decode(fused)
+        if not np.isfinite(kps).all():
+            raise TrainingError("the model's output decodes to non-finite keypoints (a diverged model); no results "
+                                "are written")
+        fused_kps.append(kps)
+        scores.append(sc)
+        direct.append(codec.decode(out)[0] if flip_test else kps)
+        if mirrored:
+            mirror.append(codec.decode(back)[0])
+        matrices.append(batch["matrix"].double().numpy())
+    to_image = [invert_transform(m) for m in np.concatenate(matrices)]
+
+    def image_space(points):
+        return np.stack([apply_transform(m, p) for m, p in zip(to_image, np.concatenate(points))])
+    out = {"keypoints": image_space(fused_kps), "scores": np.concatenate(scores), "direct": image_space(direct)}
+    if mirrored:
+        out["mirrored"] = image_space(mirror)
+    return out
+
+
+def evaluate(model, codec, dataset, cfg: TrainConfig, device, flip_test: bool, consistency: bool = True) -> dict:
+    """COCO AP (pycocotools, ground-truth boxes) and exact-ground-truth metrics in original-image pixels; flip
+    consistency too unless ``consistency=False`` (the quick evaluations of the learning curve)."""
+    from .evaluate import coco_keypoint_ap, exact_metrics, flip_consistency, to_coco_results
+
+    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
+    pred = predict(model, codec, dataset, device, flip_test, channels_last=channels_last, mirrored=consistency)
+    keypoints = pred["keypoints"]
+    insts = dataset.instances
+    gt = np.stack([i.keypoints for i in insts])
+    visible = np.stack([i.visible for i in insts])
+    boxes = np.array([max(i.box[2], i.box[3]) for i in insts])
+    coco = to_coco_results([i.image_id for i in insts], keypoints, pred["scores"])
+    ann = _split_paths(Path(cfg.data), cfg.val_split)[0]
+    doc = json.loads(ann.read_text())
+    ids = {i.image_id for i in insts}
+    doc["images"] = [im for im in doc["images"] if im["id"] in ids]  # a val_limit subset is scored on its images
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in ids]
+    metrics = coco_keypoint_ap(doc, coco)
+    metrics.update(exact_metrics(keypoints, gt, visible, boxes))
+    if consistency:
+        metrics["flip_consistency_px"] = flip_consistency(pred["direct"], pred["mirrored"], visible)
+    metrics["flip_test"] = flip_test
+    metrics["coco_results"] = coco
+    return metrics
+
+
+def load_run(record: str | os.PathLike):
+    """(config, record) of a finished run from its record path."""
+    rec = records.read_record(record, "train_run")
+    cfg = TrainConfig(**{f.name: rec["config"][f.name] for f in dataclasses.fields(TrainConfig)
+                         if f.name in rec["config"]})
+    cfg.input_size = tuple(cfg.input_size)
+    return cfg, rec
+
+
+# --- notebooks -------------------------------------------------------------------------------------------------------
+
+def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
+    """The TrainConfig of notebook 05's parameters (every field is a parameter there), checked and with relative
+    paths taken from the repository root; generates the SynthPose dataset ``synth`` describes if ``data`` is missing.
+    """
+    from . import config
+
+    cfg = config.replace(TrainConfig(), {f.name: namespace[f.name] for f in dataclasses.fields(TrainConfig)
+                                         if f.name in namespace})
+    for name in ("data", "out", "reports"):
+        value = getattr(cfg, name)
+        if value and not Path(value).is_absolute():
+            setattr(cfg, name, str(records.REPO_ROOT / value))
+    validate(cfg)
+    if synth:
+        from .data import synthetic
+
+        synthetic.ensure(cfg.data, **synth)
+    return cfg
+
+
+def load_model(cfg: TrainConfig, device="cpu"):
+    """The trained model of a run (from its last checkpoint) and its codec."""
+    path = Path(cfg.out) / run_id(cfg) / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint for run {run_id(cfg)} at {path}; train it first")
+    model, codec, _, _ = build(cfg, datasets=False)
+    model.load_state_dict(load_checkpoint(path)["model"])
+    return model.to(device).eval(), codec
+
+
+def sample_predictions(cfg: TrainConfig, count: int = 4) -> dict:
+    """The first ``count`` val crops (RGB uint8), their ground truth and this run's predictions (crop pixels), and
+    its output heatmaps (N, K, h, w)."""
+    from .data.coco import MEAN, STD
+
+    model, codec = load_model(cfg)
+    _, _, _, val_ds = build(cfg)
+    items = [val_ds[i] for i in range(min(count, len(val_ds)))]
+    x = torch.from_numpy(np.stack([it["image"] for it in items]))
+    with torch.no_grad():
+        out = model(x).float().numpy()
+    kps, scores = codec.decode(out)
+    crops = np.clip(np.stack([it["image"].transpose(1, 2, 0) for it in items]) * STD + MEAN, 0, 255).astype(np.uint8)
+    return {"crops": crops, "ground_truth": np.stack([it["keypoints"] for it in items]),
+            "visible": np.stack([it["visible"] for it in items]), "predicted": kps, "scores": scores,
+            "heatmaps": out[:, :model.num_keypoints]}
+
+
+def sibling(cfg: TrainConfig, **changes) -> TrainConfig:
+    """The same run with some fields changed (e.g. ``alignment='baseline'``), to compare against."""
+    return dataclasses.replace(cfg, **changes)
+
+
+def trained_siblings(cfg: TrainConfig, alignments, count: int) -> dict:
+    """Predictions of the same config under other alignment variants that have a checkpoint (label -> samples)."""
+    out = {}
+    for alignment in alignments:
+        other = sibling(cfg, alignment=alignment)
+        if alignment == cfg.alignment or effective_input_size(other) != effective_input_size(cfg):
+            continue  # another input size means other crops: not comparable picture by picture
+        if (Path(other.out) / run_id(other) / "checkpoint.pt").is_file():
+            out[alignment] = sample_predictions(other, count)
+    return out
+
+
+METRIC_COLUMNS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_mean": "EPE px",
+                  "epe_median": "EPE median px", "pck@0.1": "PCK@0.1", "flip_consistency_px": "flip consistency px"}
+
+
+def metrics_table(record: dict):
+    """One row per evaluation (flip test off / on) of a run record: AP, end-point error, |bias|, PCK."""
+    import pandas as pd
+
+    rows = []
+    for name in ("no_flip", "flip"):
+        m = record["results"][name]
+        row = {"flip test": name == "flip"}
+        row.update({label: m[key] for key, label in METRIC_COLUMNS.items()})
+        row["|bias| px"] = math.hypot(m["bias_x"], m["bias_y"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("flip test").round(3)
+
+
+def run_summary(record: dict) -> str:
+    r = record["results"]
+    curve = r["learning_curve"]
+    flip, plain = r["flip"], r["no_flip"]
+    size = "x".join(map(str, r["input_size"]))
+    return (f"{record['config']['model']} ({record['config']['alignment']}) at {size}: training loss "
+            f"{curve[0]['loss']:.4g} -> {curve[-1]['loss']:.4g} over {len(curve)} epochs; val AP "
+            f"{plain['AP']:.3f} without and {flip['AP']:.3f} with flip test; end-point error {flip['epe_mean']:.2f} px "
+            f"(median {flip['epe_median']:.2f}), bias ({flip['bias_x']:+.2f}, {flip['bias_y']:+.2f}) px, flip "
+            f"consistency {flip['flip_consistency_px']:.2f} px.")
