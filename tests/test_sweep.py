@@ -1,0 +1,106 @@
+"""Sweeps: grid expansion, papermill runs of notebook 05 with records, skip-and-resume, a failing run that does not
+stop the sweep, parallel runs equal to serial ones, shards, and the unknown-parameter error."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ufpa import records, sweep
+from ufpa.data import synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """A two-run smoke grid over a tiny dataset (made once)."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    doc = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    doc["data"]["out"] = str(tmp / "data")
+    doc["base"]["out"] = str(tmp / "runs")
+    synthetic.ensure(tmp / "data", "easy", train=48, val=12, seed=0)
+    path = tmp / "grid.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_profiles_expand_and_validate():
+    smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
+    cpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
+    gpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "gpu.yaml"))
+    assert len(smoke) == 2 and len({sweep.run_id(c) for c in cpu}) == len(cpu) == 18
+    assert {c.alignment for c in cpu} == {"baseline", "ufpa", "ufpa_any"} and {c.seed for c in cpu} == {0, 1, 2}
+    assert len(gpu) == 270 and {(c.codec, c.head) for c in gpu} == {("msra", "heatmap"), ("dark", "heatmap"),
+                                                                     ("udp", "udp")}
+
+
+def test_bad_grids_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: {alignment: baseline}\n")
+    with pytest.raises(ValueError, match="grid 'alignment' must be a non-empty list"):
+        sweep.load_grid(bad)
+    bad.write_text("grid: {alignment: [baseline, nope]}\n")
+    with pytest.raises(ValueError, match="alignment='nope'"):
+        sweep.expand(sweep.load_grid(bad))
+    bad.write_text("base: {epoch: 3}\n")
+    with pytest.raises(ValueError, match="did you mean 'epochs'"):
+        sweep.expand(sweep.load_grid(bad))
+    bad.write_text("grids: {}\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        sweep.load_grid(bad)
+    with pytest.raises(FileNotFoundError, match="profiles"):
+        sweep.load_grid(tmp_path / "missing.yaml")
+    with pytest.raises(ValueError, match="has no parameter"):
+        sweep.check_parameters({"epoch": 3})
+
+
+def test_sweep_runs_skips_resumes_and_matches_in_parallel(grid, tmp_path):
+    serial = str(tmp_path / "serial")
+    rows = sweep.run_sweep(grid, jobs=1, reports=serial, progress=False)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    for row in rows:
+        rec = records.read_record(Path(serial) / "results" / "runs" / f"{row['run_id']}.json", "train_run")
+        assert rec["results"]["flip"]["epe_mean"] > 0
+        nb = json.loads((Path(serial) / "runs" / f"{row['run_id']}.ipynb").read_text())
+        assert any("papermill" in json.dumps(c.get("metadata", {})) for c in nb["cells"])
+    # a second pass skips both; losing one record re-runs just that one (a killed sweep resumes)
+    assert [r["status"] for r in sweep.run_sweep(grid, reports=serial, progress=False)] == ["skipped", "skipped"]
+    (Path(serial) / "results" / "runs" / f"{rows[1]['run_id']}.json").unlink()
+    assert [r["status"] for r in sweep.run_sweep(grid, reports=serial, progress=False)] == ["skipped", "done"]
+    # two at once, into other folders (checkpoints too): the same numbers
+    doc = yaml.safe_load(grid.read_text())
+    doc["base"]["out"] = str(tmp_path / "runs_parallel")
+    other = tmp_path / "parallel.yaml"
+    other.write_text(yaml.safe_dump(doc))
+    parallel = str(tmp_path / "parallel")
+    rows2 = sweep.run_sweep(other, jobs=2, reports=parallel, progress=False)
+    assert [r["status"] for r in rows2] == ["done", "done"]
+    for a, b in zip(rows, rows2):
+        ra = records.read_record(Path(serial) / "results" / "runs" / f"{a['run_id']}.json")["results"]
+        rb = records.read_record(Path(parallel) / "results" / "runs" / f"{b['run_id']}.json")["results"]
+        assert ra["flip"] == rb["flip"] and ra["learning_curve"][0]["loss"] == rb["learning_curve"][0]["loss"]
+    assert "2 runs: 0 done, 2 skipped" in sweep.summary_table(sweep.run_sweep(other, reports=parallel,
+                                                                              progress=False))
+
+
+def test_a_failing_run_is_recorded_and_the_sweep_goes_on(grid, tmp_path):
+    doc = yaml.safe_load(grid.read_text())
+    doc["grid"] = {"val_split": ["val", "missing_split"]}  # the second run fails inside the notebook
+    path = tmp_path / "failing.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    reports = tmp_path / "reports"
+    rows = sweep.run_sweep(path, reports=str(reports), progress=False)
+    assert [r["status"] for r in rows] == ["done", "failed"]
+    failed = reports / "results" / "runs" / f"{rows[1]['run_id']}.failed.json"
+    assert "missing_split" in json.loads(failed.read_text())["error"]
+    assert "1 failed" in sweep.summary_table(rows)
+
+
+def test_shards_split_the_grid(grid):
+    runs = sweep.expand(sweep.load_grid(grid))
+    parts = [sweep.expand(sweep.load_grid(grid))[i::2] for i in range(2)]
+    assert sorted(sweep.run_id(c) for p in parts for c in p) == sorted(sweep.run_id(c) for c in runs)
+    with pytest.raises(ValueError, match="shard"):
+        sweep.run_sweep(grid, shard=(2, 2))

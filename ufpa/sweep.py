@@ -1,0 +1,196 @@
+"""Sweeps: a YAML grid expands into papermill executions of ``notebooks/05_train.ipynb``, one per run.
+
+A grid file (see ``profiles/``)::
+
+    name: cpu
+    data: {out: data/synthpose-easy, difficulty: easy, train: 4000, val: 400, seed: 0}  # made if missing
+    base: {model: hrnet_w8_tiny, epochs: 8, threads: 1}     # TrainConfig fields shared by every run
+    grid:                                                   # the product of these lists is the set of runs
+      alignment: [baseline, ufpa, ufpa_any]
+      input_size: [[96, 64], [128, 96]]
+      seed: [0, 1, 2]
+      codec_head: [{codec: dark}, {codec: udp, head: udp}]  # mappings set fields together
+
+Each run executes the notebook into ``<reports>/runs/<run_id>.ipynb`` and leaves its record in
+``<reports>/results/runs/<run_id>.json``. A run that finished on this machine (its record and its run directory's
+``done.json`` exist) is skipped (``force`` re-runs it), so a killed sweep resumes where it stopped, while a fresh clone
+re-trains the committed records (on CPU to the same numbers); a run that fails gets ``<run_id>.failed.json`` (its
+error) and the sweep goes on.
+``jobs`` runs that many at once (each run's result depends only on its config, threads included, so it is the same
+serial or parallel); ``shard=(i, n)`` takes runs i, i+n, i+2n, ... for a cluster array job.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import json
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from . import config, records
+from .train import TrainConfig, record_path, run_id, validate
+
+NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
+GRID_KEYS = ("name", "data", "base", "grid", "notebook")
+
+
+def load_grid(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no sweep grid at {path}; the profiles are in {records.REPO_ROOT / 'profiles'}")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} must be a mapping with keys {GRID_KEYS}")
+    unknown = set(doc) - set(GRID_KEYS)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; a grid has {GRID_KEYS}")
+    for key in ("base", "grid", "data"):
+        if not isinstance(doc.get(key) or {}, dict):
+            raise ValueError(f"{path}: '{key}' must be a mapping")
+    for key, values in (doc.get("grid") or {}).items():
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: grid '{key}' must be a non-empty list, e.g. {key}: [a, b]")
+    doc.setdefault("name", path.stem)
+    return doc
+
+
+def expand(doc: dict, reports: str | None = None) -> list[TrainConfig]:
+    """Every run of the grid as a validated TrainConfig, in a fixed order (the grid's keys vary last-fastest)."""
+    base = dict(doc.get("base") or {})
+    if doc.get("data"):
+        base.setdefault("data", doc["data"]["out"])
+    if reports is not None:
+        base["reports"] = reports
+    grid = doc.get("grid") or {}
+    keys = list(grid)
+    runs, seen = [], set()
+    for values in itertools.product(*(grid[k] for k in keys)):
+        fields = dict(base)
+        for key, value in zip(keys, values):
+            fields.update(value if isinstance(value, dict) else {key: value})
+        try:
+            cfg = validate(config.replace(TrainConfig(progress=False), fields))
+        except ValueError as err:
+            raise ValueError(f"sweep {doc['name']!r}, run {dict(zip(keys, values))}: {err}") from err
+        if run_id(cfg) not in seen:
+            seen.add(run_id(cfg))
+            runs.append(cfg)
+    return runs
+
+
+def notebook_parameters(path=NOTEBOOK) -> set[str]:
+    """Names assigned in a notebook's ``parameters`` cell."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path} needs exactly one cell tagged 'parameters', has {len(cells)}")
+    return {t.id for stmt in ast.parse(cells[0].source).body for t in getattr(stmt, "targets", [])}
+
+
+def check_parameters(parameters: dict, path=NOTEBOOK):
+    """papermill only warns about a parameter the notebook does not have; a sweep makes that an error."""
+    unknown = set(parameters) - notebook_parameters(path)
+    if unknown:
+        raise ValueError(f"{Path(path).name} has no parameter(s) {sorted(unknown)}; its parameters are "
+                         f"{sorted(notebook_parameters(path))}")
+
+
+def ensure_data(doc: dict, progress: bool = False):
+    """Generate the grid's SynthPose dataset if its annotation files are missing (never for other datasets)."""
+    spec = dict(doc.get("data") or {})
+    if spec:
+        from .data import synthetic
+
+        out = spec.pop("out")
+        synthetic.ensure(out if Path(out).is_absolute() else records.REPO_ROOT / out, progress=progress, **spec)
+
+
+def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
+    """Execute the training notebook for one run; returns a summary row (status: done, skipped or failed)."""
+    import papermill as pm
+
+    rid = run_id(cfg)
+    rec = record_path(cfg)
+    failed = rec.with_suffix(".failed.json")
+    done = Path(cfg.out if Path(cfg.out).is_absolute() else records.REPO_ROOT / cfg.out) / rid / "done.json"
+    if rec.is_file() and done.is_file() and not force:  # finished here; a fresh clone re-trains committed records
+        return _row(cfg, "skipped", rec)
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    check_parameters(params, notebook)
+    out_nb = rec.parent.parent.parent / "runs" / f"{rid}.ipynb"
+    out_nb.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        pm.execute_notebook(str(notebook), str(out_nb), parameters=params, cwd=str(records.REPO_ROOT),
+                            progress_bar=False, kernel_name="python3", log_output=False)
+    except Exception as err:  # a failed run is recorded and the sweep goes on
+        records.atomic_write_text(failed, json.dumps({"run_id": rid, "config": params, "error": str(err)[-4000:],
+                                                      "traceback": traceback.format_exc()[-4000:],
+                                                      "provenance": records.provenance(cfg.seed)}, indent=1))
+        return _row(cfg, "failed", rec, time.perf_counter() - start, error=str(err).strip().splitlines()[-1:])
+    failed.unlink(missing_ok=True)
+    return _row(cfg, "done", rec, time.perf_counter() - start)
+
+
+def _row(cfg, status, rec, seconds=0.0, error=None) -> dict:
+    row = {"run_id": run_id(cfg), "status": status, "model": cfg.model, "alignment": cfg.alignment,
+           "input_size": "x".join(map(str, cfg.input_size)), "codec": cfg.codec, "seed": cfg.seed,
+           "minutes": round(seconds / 60, 2)}
+    if rec.is_file():
+        res = records.read_record(rec)["results"]
+        row.update(AP=res["flip"]["AP"], epe_px=res["flip"]["epe_mean"])
+    if error:
+        row["error"] = error[0] if error else ""
+    return row
+
+
+def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: bool = False,
+              reports: str | None = None, progress: bool = True) -> list[dict]:
+    """Run (or resume) every run of a grid file; returns one summary row per run of this shard."""
+    i, n = shard
+    if n < 1 or not 0 <= i < n:
+        raise ValueError(f"shard {i}/{n}: use i/n with 0 <= i < n, e.g. --shard 0/4")
+    if jobs < 1:
+        raise ValueError(f"jobs={jobs}: must be >= 1")
+    doc = load_grid(grid_path)
+    notebook = records.REPO_ROOT / doc["notebook"] if doc.get("notebook") else NOTEBOOK
+    runs = expand(doc, reports)[i::n]
+    ensure_data(doc, progress)
+    from tqdm.auto import tqdm
+
+    rows = []
+    with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run") as bar:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is its own kernel process
+            for row in pool.map(lambda cfg: run_one(cfg, notebook, force), runs):
+                rows.append(row)
+                bar.update()
+                bar.set_postfix(last=row["status"])
+    return rows
+
+
+def summary_table(rows: list[dict]) -> str:
+    cols = ["status", "model", "alignment", "input_size", "codec", "seed", "AP", "epe_px", "minutes", "run_id"]
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    for row in rows:
+        cells = []
+        for c in cols:
+            v = row.get(c, "")
+            cells.append(f"{v:.3f}" if isinstance(v, float) else str(v))
+        lines.append(" | ".join(cells))
+    failed = [r for r in rows if r["status"] == "failed"]
+    lines.append(f"\n{len(rows)} runs: {sum(r['status'] == 'done' for r in rows)} done, "
+                 f"{sum(r['status'] == 'skipped' for r in rows)} skipped (record exists), {len(failed)} failed")
+    for r in failed:
+        lines.append(f"failed {r['run_id']}: {r.get('error', '')}")
+    return "\n".join(lines)
