@@ -11,6 +11,7 @@ channels_last, and adds timm's HRNet features backbone with the same head when t
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -221,3 +222,65 @@ def bench_synth(n: int = 600, seed: int = 0, repeats: int = 3) -> dict:
             "passes_images_per_s": passes,
             "goal_images_per_s": 500, "goal_stage": "render_encode",
             "goal_met": rates["render_encode"] >= 500}
+
+
+@dataclass
+class TrainBenchConfig:
+    models: tuple[str, ...] = ("hrnet_w8_tiny", "hrnet_w16_small")  # the profiles' models
+    input_size: tuple[int, int] = (128, 96)
+    batch: int = 32
+    steps: int = 8  # timed training steps per model and mode
+    warmup: int = 2
+    data: str = "data/synthpose-easy"  # a COCO-format folder (made with `python -m ufpa synth`)
+    workers: tuple[int, ...] = (0, 1, 2)  # DataLoader worker counts to time
+    batches: int = 10  # timed data batches per worker count
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    threads: int = 0
+    seed: int = 0
+
+
+def bench_train(cfg: TrainBenchConfig) -> dict:
+    """Data pipeline img/s (decode, augment, crop, encode targets; per worker count) against training-step img/s
+    (eager, and a captured CUDA graph on CUDA) for each model, on this machine. The data must keep up with the step."""
+    from . import train
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    base = train.TrainConfig(data=cfg.data, input_size=tuple(cfg.input_size), batch_size=cfg.batch, seed=cfg.seed,
+                             device=cfg.device, progress=False)
+    _, _, dataset, _ = train.build(base)
+    data_rows = []
+    for workers in cfg.workers:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch, shuffle=True, num_workers=workers,
+                                             drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
+        it = iter(loader)
+        next(it)  # worker start-up is not throughput
+        start = time.perf_counter()
+        n = 0
+        for _ in range(cfg.batches):
+            n += len(next(it)["image"])
+        data_rows.append({"workers": workers, "images_per_s": n / (time.perf_counter() - start)})
+    cuda = cfg.device.startswith("cuda")
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(cfg.batch)])
+    model_rows = []
+    for name in cfg.models:
+        for graph in ((False, True) if cuda else (False,)):
+            run = train.TrainConfig(**{**vars(base), "model": name})
+            torch.manual_seed(cfg.seed)
+            model, _, _, _ = train.build(run, torch.device(cfg.device), datasets=False)
+            bf16 = channels_last = cuda
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            optimizer = train._optimizer(run, model, capturable=graph)
+            step = train.Step(model.train(), optimizer, model.num_keypoints, torch.device(cfg.device), bf16,
+                              channels_last, graph)
+            times = _time_steps(lambda step=step: step(batch), BenchConfig(device=cfg.device, steps=cfg.steps,
+                                                                           warmup=cfg.warmup))
+            median = sorted(times)[len(times) // 2]
+            model_rows.append({"model": name, "cuda_graph": graph, "step_s_median": median, "step_s_all": times,
+                               "images_per_s": cfg.batch / median})
+    best_data = max(r["images_per_s"] for r in data_rows)
+    fastest = max(r["images_per_s"] for r in model_rows)
+    return {"data": data_rows, "steps": model_rows, "data_images_per_s_best": best_data,
+            "step_images_per_s_best": fastest, "data_keeps_up": best_data >= fastest,
+            "cpu_count": os.cpu_count()}
