@@ -6,10 +6,14 @@ BIN := $(VENV)/bin
 UFPA_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
 CONSTRAINT := $(if $(filter 1,$(UFPA_CPU)),-c environments/constraints-cpu.txt,)
 NOTEBOOKS := notebooks/01_derivation.ipynb notebooks/02_numerical_verification.ipynb \
-  notebooks/03_misalignment_in_models.ipynb notebooks/04_data_and_codecs.ipynb
+  notebooks/03_misalignment_in_models.ipynb notebooks/04_data_and_codecs.ipynb notebooks/05_train.ipynb
+# the study executes 01-04 and, for 05, the runs of the sweep profile (each into reports/runs/)
+STUDY_NOTEBOOKS := $(filter-out notebooks/05_train.ipynb,$(NOTEBOOKS))
+PROFILE ?= profiles/cpu.yaml
+JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study test venv lint notebooks clean
+.PHONY: study sweep test venv lint notebooks clean
 
 venv: $(STAMP)
 
@@ -19,13 +23,17 @@ $(STAMP): pyproject.toml environments/constraints-cpu.txt
 	$(BIN)/python -m pip install --quiet $(CONSTRAINT) -e '.[dev]'
 	touch $@
 
-# Execute every study notebook with papermill into reports/notebooks/ (figures and records land in reports/).
-study: $(STAMP)
+# The study: SynthPose (made once in data/), the training sweep of PROFILE (resumable: runs with a record are skipped),
+# then notebooks 01-04 with papermill into reports/notebooks/ (figures and records land in reports/).
+study: sweep
 	@mkdir -p reports/notebooks
-	@for nb in $(NOTEBOOKS); do \
+	@for nb in $(STUDY_NOTEBOOKS); do \
 	  echo "papermill $$nb"; \
 	  $(BIN)/papermill --no-progress-bar --cwd notebooks $$nb reports/notebooks/$$(basename $$nb) || exit 1; \
 	done
+
+sweep: $(STAMP)
+	$(BIN)/python -m ufpa sweep $(PROFILE) --jobs $(JOBS)
 
 # Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
 test: $(STAMP)

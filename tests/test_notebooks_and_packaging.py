@@ -168,3 +168,22 @@ def test_readme_documents_the_contract():
     readme = (ROOT / "README.md").read_text()
     for needle in ("make study", "make test", "x = i", "ufpa/", "notebooks/", "reports/"):
         assert needle in readme, needle
+
+
+def test_training_notebook_takes_every_config_field():
+    import dataclasses
+
+    from ufpa import sweep, train
+
+    names = sweep.notebook_parameters(ROOT / "notebooks" / "05_train.ipynb")
+    assert {f.name for f in dataclasses.fields(train.TrainConfig)} <= names
+
+
+def test_notebook_parameter_checks_name_the_parameter(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="n_cases=50 is not valid.*>= 1000"):
+        pm.execute_notebook(str(ROOT / "notebooks" / "02_numerical_verification.ipynb"), str(tmp_path / "02.ipynb"),
+                            parameters=dict(n_cases=50, reports=str(tmp_path / "reports")),
+                            cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
+    assert not (tmp_path / "reports" / "results" / "numerical_verification.json").exists()  # nothing overwritten
