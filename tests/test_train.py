@@ -223,3 +223,13 @@ def test_cli_rejects_bad_overrides():
     out = subprocess.run([sys.executable, "-m", "ufpa", "train", "codec=udp"], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode != 0 and "head='udp'" in out.stderr
+
+
+def test_run_id_does_not_depend_on_where_the_data_lives(tmp_path):
+    a = train.TrainConfig(data="data/synthpose-easy")
+    b = train.TrainConfig(data=str(ROOT / "data" / "synthpose-easy"))
+    c = train.TrainConfig(data=str(tmp_path / "elsewhere" / "synthpose-easy"), out="/x", threads=7)
+    assert train.run_id(a) == train.run_id(b) == train.run_id(c)
+    assert train.run_id(a) != train.run_id(replace(a, data="data/synthpose")) != train.run_id(replace(a, lr=1e-3))
+    # the sweep (relative paths) and notebook 05 (paths resolved from the repository root) agree
+    assert train.run_id(train.notebook_config(vars(a))) == train.run_id(a)

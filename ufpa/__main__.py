@@ -69,7 +69,20 @@ def _sweep(args) -> int:
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"sweep: {err}") from err
     print(sweep.summary_table(rows))
+    print()
+    print(sweep.aggregate_table(rows))
     return 1 if any(r["status"] == "failed" for r in rows) else 0
+
+
+def _device_bench(fn, cfg, kind: str, stem: str, out=None):
+    """Run a benchmark whose record is named after the device kind (cpu/cuda); returns (results, record path)."""
+    from . import bench, records
+
+    results = fn(cfg)
+    device = "cuda" if cfg.device.startswith("cuda") else "cpu"
+    out = out or records.reports_dir() / "results" / f"{stem}_{device}.json"
+    records.write_record(out, kind, bench.config_dict(cfg), results, cfg.seed)
+    return results, out
 
 
 def _bench(args) -> int:
@@ -93,10 +106,7 @@ def _bench(args) -> int:
         return 0
     if args.what == "train":
         cfg = _parse_overrides(args.overrides, bench.TrainBenchConfig())
-        results = bench.bench_train(cfg)
-        device = "cuda" if cfg.device.startswith("cuda") else "cpu"
-        out = args.out or records.reports_dir() / "results" / f"bench_train_{device}.json"
-        records.write_record(out, "bench_train", bench.config_dict(cfg), results, cfg.seed)
+        results, out = _device_bench(bench.bench_train, cfg, "bench_train", "bench_train", args.out)
         for row in results["data"]:
             print(f"data pipeline, {row['workers']} workers: {row['images_per_s']:8.1f} img/s")
         for row in results["steps"]:
@@ -106,10 +116,7 @@ def _bench(args) -> int:
     if args.what != "models":
         raise SystemExit(f"unknown benchmark {args.what!r}; available: models, train, codecs, synth")
     cfg = _parse_overrides(args.overrides, bench.BenchConfig())
-    results = bench.bench_models(cfg)
-    device = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    out = args.out or records.reports_dir() / "results" / f"bench_models_{cfg.model}_{device}.json"
-    records.write_record(out, "bench_models", bench.config_dict(cfg), results, cfg.seed)
+    results, out = _device_bench(bench.bench_models, cfg, "bench_models", f"bench_models_{cfg.model}", args.out)
     for row in results["rows"]:
         print(f"{row['variant']:10s} {row['input_size']} {row['images_per_s']:8.2f} img/s  step "
               f"{row['step_s_median'] * 1e3:8.1f} ms  x{row['step_time_ratio_vs_baseline'] or 0:.3f}  "

@@ -194,3 +194,23 @@ def summary_table(rows: list[dict]) -> str:
     for r in failed:
         lines.append(f"failed {r['run_id']}: {r.get('error', '')}")
     return "\n".join(lines)
+
+
+def aggregate_table(rows: list[dict]) -> str:
+    """Mean ± standard deviation over seeds of AP (flip test) and end-point error, per model, size, alignment, codec."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if "AP" in row:
+            groups.setdefault((row["model"], row["input_size"], row["alignment"], row["codec"]), []).append(row)
+
+    def spread(values):
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+    lines = ["model | input | alignment | codec | seeds | AP (flip) | EPE px (flip)", " | ".join(["---"] * 7)]
+    for key, members in groups.items():
+        lines.append(" | ".join(map(str, key)) + f" | {len(members)} | {spread([m['AP'] for m in members])} | "
+                     f"{spread([m['epe_px'] for m in members])}")
+    return "\n".join(lines)

@@ -131,10 +131,18 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 def run_id(cfg: TrainConfig) -> str:
     """A readable id: model-alignment-size-codec-seed and a hash of everything else that changes the result."""
-    semantic = {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
-    digest = hashlib.sha1(json.dumps(semantic, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    digest = hashlib.sha1(json.dumps(_semantic(cfg), sort_keys=True).encode()).hexdigest()[:8]
     h, w = cfg.input_size
     return f"{cfg.model}-{cfg.alignment}-{h}x{w}-{cfg.codec}-s{cfg.seed}-{digest}"
+
+
+def _semantic(cfg: TrainConfig | dict) -> dict:
+    """The fields that change a run's result, as plain JSON. The dataset counts by its folder's name, so the same
+    run has the same id wherever the clone (or the data) lives, and whether the path was given relative or not."""
+    values = asdict(cfg) if isinstance(cfg, TrainConfig) else dict(cfg)
+    out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k not in EXECUTION_FIELDS}
+    out["data"] = Path(out["data"]).name
+    return out
 
 
 def record_path(cfg: TrainConfig) -> Path:
@@ -426,7 +434,7 @@ def train(cfg: TrainConfig) -> Path:
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        if state["config"] != _semantic(cfg):
+        if _semantic(state["config"]) != _semantic(cfg):
             raise ValueError(f"{ckpt_path} belongs to a different config; delete {run_dir} to start over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -495,10 +503,6 @@ def train(cfg: TrainConfig) -> Path:
     if distributed:
         torch.distributed.barrier()
     return run_dir
-
-
-def _semantic(cfg: TrainConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
 
 
 def _append_jsonl(path: Path, entry: dict):
