@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from . import config, records
-from .train import TrainConfig, record_path, run_id, validate
+from .train import DONE, TrainConfig, record_path, run_dir, run_id, validate
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
 GRID_KEYS = ("name", "data", "base", "grid", "notebook")
@@ -123,7 +123,7 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     rid = run_id(cfg)
     rec = record_path(cfg)
     failed = rec.with_suffix(".failed.json")
-    done = Path(cfg.out if Path(cfg.out).is_absolute() else records.REPO_ROOT / cfg.out) / rid / "done.json"
+    done = records.REPO_ROOT / run_dir(cfg) / DONE  # as notebook 05 resolves it (an absolute out stays as it is)
     if rec.is_file() and done.is_file() and not force:  # finished here; a fresh clone re-trains committed records
         return _row(cfg, "skipped", rec)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}

@@ -145,6 +145,14 @@ def _semantic(cfg: TrainConfig | dict) -> dict:
     return out
 
 
+def run_dir(cfg: TrainConfig) -> Path:
+    """Where a run keeps its checkpoint, log and ``DONE`` marker: ``<out>/<run_id>``."""
+    return Path(cfg.out) / run_id(cfg)
+
+
+DONE = "done.json"  # written last: the run finished and its record exists
+
+
 def record_path(cfg: TrainConfig) -> Path:
     base = Path(cfg.reports) if cfg.reports else records.reports_dir()
     return base / "results" / "runs" / f"{run_id(cfg)}.json"
@@ -405,8 +413,8 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("cuda_graph=True is for one process; under torchrun use cuda_graph=False")
 
     rid = run_id(cfg)
-    run_dir = Path(cfg.out) / rid
-    ckpt_path = run_dir / "checkpoint.pt"
+    directory = run_dir(cfg)
+    ckpt_path = directory / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
     model, codec, train_ds, val_ds = build(cfg, device)
     k = model.num_keypoints
@@ -435,7 +443,7 @@ def train(cfg: TrainConfig) -> Path:
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         if _semantic(state["config"]) != _semantic(cfg):
-            raise ValueError(f"{ckpt_path} belongs to a different config; delete {run_dir} to start over")
+            raise ValueError(f"{ckpt_path} belongs to a different config; delete {directory} to start over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
@@ -447,7 +455,7 @@ def train(cfg: TrainConfig) -> Path:
     else:
         from tqdm import tqdm
 
-    log_path = run_dir / "log.jsonl"
+    log_path = directory / "log.jsonl"
     for epoch in range(start_epoch, cfg.epochs):
         train_ds.set_epoch(epoch)
         sampler.set_epoch(epoch)
@@ -499,10 +507,10 @@ def train(cfg: TrainConfig) -> Path:
             torch.distributed.barrier()
 
     if rank == 0:
-        _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, run_dir)
+        _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory)
     if distributed:
         torch.distributed.barrier()
-    return run_dir
+    return directory
 
 
 def _append_jsonl(path: Path, entry: dict):
@@ -511,7 +519,7 @@ def _append_jsonl(path: Path, entry: dict):
         fh.write(json.dumps(records._clean(entry)) + "\n")
 
 
-def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, run_dir):
+def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory):
     from .bench import model_cost
 
     results = {"run_id": rid}
@@ -529,7 +537,7 @@ def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, 
                    wall_s=elapsed, images_per_s=images / max(elapsed, 1e-9), train_instances=len(train_ds),
                    val_instances=len(val_ds))
     records.write_record(record_path(cfg), "train_run", asdict(cfg), results, cfg.seed)
-    records.atomic_write_text(run_dir / "done.json", json.dumps({"record": str(record_path(cfg))}))
+    records.atomic_write_text(directory / DONE, json.dumps({"record": str(record_path(cfg))}))
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------------
@@ -631,7 +639,7 @@ def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
 
 def load_model(cfg: TrainConfig, device="cpu"):
     """The trained model of a run (from its last checkpoint) and its codec."""
-    path = Path(cfg.out) / run_id(cfg) / "checkpoint.pt"
+    path = run_dir(cfg) / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint for run {run_id(cfg)} at {path}; train it first")
     model, codec, _, _ = build(cfg, datasets=False)
@@ -669,7 +677,7 @@ def trained_siblings(cfg: TrainConfig, alignments, count: int) -> dict:
         other = sibling(cfg, alignment=alignment)
         if alignment == cfg.alignment or effective_input_size(other) != effective_input_size(cfg):
             continue  # another input size means other crops: not comparable picture by picture
-        if (Path(other.out) / run_id(other) / "checkpoint.pt").is_file():
+        if (run_dir(other) / "checkpoint.pt").is_file():
             out[alignment] = sample_predictions(other, count)
     return out
 
