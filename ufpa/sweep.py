@@ -169,14 +169,21 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
 
-    rows = []
+    # Longest runs first (pixels x epochs), so parallel jobs finish together; rows come back in grid order.
+    order = sorted(range(len(runs)), key=lambda j: -_cost(runs[j]))
+    rows: list = [None] * len(runs)
     with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run") as bar:
         with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is its own kernel process
-            for row in pool.map(lambda cfg: run_one(cfg, notebook, force), runs):
-                rows.append(row)
+            for j, row in zip(order, pool.map(lambda j: run_one(runs[j], notebook, force), order)):
+                rows[j] = row
                 bar.update()
                 bar.set_postfix(last=row["status"])
     return rows
+
+
+def _cost(cfg) -> float:
+    h, w = cfg.input_size
+    return h * w * cfg.epochs
 
 
 def summary_table(rows: list[dict]) -> str:
