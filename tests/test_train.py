@@ -76,6 +76,8 @@ def test_smoke_run_writes_a_complete_record(data, tmp_path):
         assert 0 <= m["AP"] <= 1 and m["epe_mean"] > 0 and m["flip_test"] == (name == "flip")
         assert len(m["bias_x_per_joint"]) == 17 and m["flip_consistency_px"] >= 0
     assert res["params"] > 0 and res["gflops"] > 0 and res["val_instances"] == 8 and res["train_instances"] == 32
+    # ufpa_any: fused features agree on the interior; only its border reads (replicated edges) are off
+    assert res["misalignment"]["max_abs_px"] == 0 and res["misalignment"]["border_max_abs_px"] > 0
     assert rec["provenance"]["git_commit"] and rec["config"]["alignment"] == "ufpa_any"
     coco = json.loads(train.record_path(cfg).with_suffix(".keypoints.json").read_text())
     assert len(coco) == 8 and len(coco[0]["keypoints"]) == 51

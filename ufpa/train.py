@@ -531,6 +531,7 @@ def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, 
             results_file = record_path(cfg).with_suffix(".keypoints.json")
             records.atomic_write_text(results_file, json.dumps(coco))
     cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
+    results["misalignment"] = misalignment_summary(cfg)
     images = sum(h["images_per_s"] * h["seconds"] for h in history)
     results.update(learning_curve=history, params=cost["params"], gflops=cost["gflops"],
                    input_size=list(effective_input_size(cfg)), heatmap_size=list(codec.heatmap_size),
@@ -538,6 +539,19 @@ def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, 
                    val_instances=len(val_ds))
     records.write_record(record_path(cfg), "train_run", asdict(cfg), results, cfg.seed)
     records.atomic_write_text(directory / DONE, json.dumps({"record": str(record_path(cfg))}))
+
+
+def misalignment_summary(cfg: TrainConfig) -> dict:
+    """The audit of this run's network at its input size, in one line: how far fused features sit from each other
+    (input px), so every record says how misaligned the model it measured was. A fresh copy is traced: the trained
+    one may carry DDP's batch norm or channels_last."""
+    from .audit import audit
+
+    size = effective_input_size(cfg)
+    table = audit(create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size), size)
+    return {"fusions": int(table["node"].nunique()), "max_abs_px": float(table["max_abs_px"].max()),
+            "mean_abs_px": float(table["mean_abs_px"].mean()),
+            "border_max_abs_px": float(table["border_max_abs_px"].max())}
 
 
 # --- evaluation ------------------------------------------------------------------------------------------------------
