@@ -19,3 +19,27 @@ def test_model_cost_counts_flops_and_keeps_parameters():
     ufpa = bench.model_cost("hrnet_w8_tiny", "ufpa", input_size=(128, 96))
     assert base["params"] == ufpa["params"] and ufpa["input_size"] == [129, 97]
     assert 0 < base["gflops"] < ufpa["gflops"]  # 32m+1 sizes cost compute, not parameters
+
+
+def test_interleaved_rounds_time_every_variant_alike():
+    cfg = bench.BenchConfig(model="hrnet_w8_tiny", batch=1, steps=3, warmup=1, input_size=(64, 64),
+                            compare_timm=False, threads=1)
+    rows = bench._bench_interleaved(cfg, ["baseline", "ufpa", "ufpa_any"])
+    assert [r["variant"] for r in rows] == ["baseline", "ufpa", "ufpa_any"]
+    assert all(len(r["step_s_all"]) == 3 and r["step_s_median"] > 0 for r in rows)
+    assert rows[1]["input_size"] == [65, 65] and not rows[0]["cuda_graph"]
+
+
+def test_cuda_graph_needs_cuda():
+    cfg = bench.BenchConfig(model="hrnet_w8_tiny", batch=1, device="cpu", cuda_graph=True, input_size=(64, 64))
+    with pytest.raises(ValueError, match="cuda_graph=True needs a CUDA device"):
+        bench._build(cfg, "baseline")
+
+
+def test_profile_names_where_the_time_goes():
+    cfg = bench.BenchConfig(model="hrnet_w8_tiny", batch=1, steps=1, warmup=1, input_size=(64, 64),
+                            compare_timm=False, threads=1, variants=("baseline", "ufpa"))
+    rows = bench._profile_variants(cfg, ["baseline", "ufpa"], top=5)
+    assert [r["variant"] for r in rows] == ["baseline", "ufpa"] and all(len(r["ops"]) == 5 for r in rows)
+    assert rows[0]["groups_ms_per_step"]["convolution"] > 0 and rows[0]["groups_ms_per_step"]["padding"] == 0
+    assert rows[1]["groups_ms_per_step"]["padding"] > 0  # ufpa pads by replication before its 3x3 convs

@@ -126,3 +126,56 @@ def test_cpu_forward_is_deterministic():
     b = create_model("hrnet_w8_tiny")
     x = torch.randn(1, 3, 128, 96)
     assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.parametrize("name,alignment,size", [("hrnet_w8_tiny", "ufpa", (97, 65)),
+                                                 ("hrnet_w8_tiny", "ufpa_any", (96, 64)),
+                                                 ("simplebaseline_r18", "ufpa", (65, 65)),
+                                                 ("hourglass_small", "ufpa", (65, 65))])
+def test_padding_option_ablates_only_the_border(name, alignment, size):
+    """padding=None is the variant's own mode (bit for bit); the other mode changes border outputs, not the grid."""
+    torch.manual_seed(0)
+    own = create_model(name, alignment=alignment, input_size=size).eval()
+    other_mode = "zeros" if alignment == "ufpa" else "replicate"
+    other = create_model(name, alignment=alignment, input_size=size, padding=other_mode).eval()
+    same = create_model(name, alignment=alignment, input_size=size,
+                        padding="replicate" if alignment == "ufpa" else "zeros").eval()
+    other.load_state_dict(own.state_dict())
+    same.load_state_dict(own.state_dict())
+    x = torch.randn(1, 3, *size)
+    with torch.no_grad():
+        assert torch.equal(own(x), same(x))
+        assert not torch.equal(own(x), other(x))
+    grid, other_grid = own.output_position_map(), other.output_position_map()
+    assert (grid.scale, grid.offset) == (other_grid.scale, other_grid.offset)
+    with pytest.raises(ValueError, match="padding='reflect': choose one of"):
+        create_model(name, alignment=alignment, input_size=size, padding="reflect")
+
+
+def test_fast_replicate_padding_is_bit_identical_to_torchs():
+    """ufpa's replicate-padded convs use a slicing backward; outputs and every gradient equal torch's bit for bit."""
+    from ufpa.models import _layers
+
+    torch.manual_seed(0)
+    model = create_model("hrnet_w8_tiny", alignment="ufpa", head="udp", input_size=(65, 97)).train()
+    assert any(isinstance(m, _layers.ReplicateConv2d) for m in model.modules())
+    x = torch.randn(2, 3, 65, 97)
+    results = []
+    for fast in (True, False):
+        _layers.FAST_REPLICATE = fast
+        try:
+            model.zero_grad()
+            out = model(x)
+            (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+            results.append((out.detach().clone(), [p.grad.clone() for p in model.parameters()]))
+        finally:
+            _layers.FAST_REPLICATE = None
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+    g = torch.randn(3, 4, 7, 6)
+    for shape in ((3, 4, 5, 4), (1, 2, 2, 2), (1, 1, 1, 5)):
+        x = torch.randn(*shape, requires_grad=True)
+        grad = torch.randn(*shape[:2], shape[2] + 2, shape[3] + 2) if shape != (3, 4, 5, 4) else g
+        a, = torch.autograd.grad(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), x, grad)
+        b, = torch.autograd.grad(_layers.replicate_pad1(x), x, grad)
+        assert torch.equal(a, b)

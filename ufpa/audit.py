@@ -54,7 +54,8 @@ class _Tracer(fx.Tracer):
     """Standard leaves, plus any module that declares ``position_map(in_size, out_size)`` (e.g. ``Resample``)."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return _has_position_map(m) or super().is_leaf_module(m, qualname)
+        # convs are leaves whatever their class (ufpa's replicate-padding conv subclasses nn.Conv2d)
+        return _has_position_map(m) or isinstance(m, nn.Conv2d) or super().is_leaf_module(m, qualname)
 
 
 def trace(model: nn.Module, input_size) -> fx.GraphModule:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import geometry, ops
@@ -16,14 +17,77 @@ UPSAMPLE_MODE = {"baseline": "nearest", "bilinear": "bilinear", "bilinear_corner
 PADDING_MODE = {"baseline": "zeros", "bilinear": "zeros", "bilinear_corners": "zeros", "ufpa": "replicate",
                 "ufpa_any": "zeros"}
 BN_MOMENTUM = 0.1
+PADDINGS = ("replicate", "zeros")
+
+
+def padding_mode(alignment: str, padding: str | None = None) -> str:
+    """How 3x3 convs pad: ``padding`` when given (the study's padding ablation), else the variant's own mode.
+    Padding never moves a sample (the grid is the same either way); it only changes what border outputs read."""
+    if padding is None:
+        return PADDING_MODE[alignment]
+    if padding not in PADDINGS:
+        raise ValueError(f"padding={padding!r}: choose one of {PADDINGS} (or None for the variant's own: "
+                         f"{PADDING_MODE[alignment]!r} for {alignment!r})")
+    return padding
+
+
+class _ReplicatePad(torch.autograd.Function):
+    """One replicated sample on every side of the last two axes. Forward is ``F.pad(mode='replicate')``; the backward
+    is slicing and adds instead of torch's scatter loop, summing each border gradient in the same order as torch's CPU
+    kernel (raster order over the padded grid), so results are bit-identical to it (tested)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return F.pad(x, (1, 1, 1, 1), mode="replicate")
+
+    @staticmethod
+    def backward(ctx, g):
+        gi = g[..., 1:-1, 1:-1].clone()
+        gi[..., 0, 1:-1] = g[..., 0, 2:-2] + g[..., 1, 2:-2]
+        gi[..., -1, 1:-1] = g[..., -2, 2:-2] + g[..., -1, 2:-2]
+        gi[..., 1:-1, 0] = g[..., 2:-2, 0] + g[..., 2:-2, 1]
+        gi[..., 1:-1, -1] = g[..., 2:-2, -2] + g[..., 2:-2, -1]
+        gi[..., 0, 0] = ((g[..., 0, 0] + g[..., 0, 1]) + g[..., 1, 0]) + g[..., 1, 1]
+        gi[..., 0, -1] = ((g[..., 0, -2] + g[..., 0, -1]) + g[..., 1, -2]) + g[..., 1, -1]
+        gi[..., -1, 0] = ((g[..., -2, 0] + g[..., -2, 1]) + g[..., -1, 0]) + g[..., -1, 1]
+        gi[..., -1, -1] = ((g[..., -2, -2] + g[..., -2, -1]) + g[..., -1, -2]) + g[..., -1, -1]
+        return gi
+
+
+def replicate_pad1(x: torch.Tensor) -> torch.Tensor:
+    """``F.pad(x, (1, 1, 1, 1), mode='replicate')`` with the faster backward (needs >= 2 samples per axis)."""
+    if min(x.shape[-2:]) < 2:
+        return F.pad(x, (1, 1, 1, 1), mode="replicate")
+    return _ReplicatePad.apply(x)
+
+
+class ReplicateConv2d(nn.Conv2d):
+    """A 3x3 ``Conv2d(padding=1, padding_mode='replicate')`` computing exactly what torch's does, through
+    :func:`replicate_pad1`. Any other setting (e.g. the audit switching ``padding_mode`` to zeros) runs torch's."""
+
+    def forward(self, x):
+        fast = x.is_cuda if FAST_REPLICATE is None else FAST_REPLICATE
+        if self.padding_mode == "replicate" and self.padding == (1, 1) and fast:
+            return F.conv2d(replicate_pad1(x), self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return super().forward(x)
+
+
+# None: the slicing backward on CUDA only (torch's CUDA pad backward scatters with atomics; on CPU torch's own loop
+# measured as fast or faster, issue 10's note); True / False force it on or off (tests, A/B benchmarks).
+FAST_REPLICATE: bool | None = None
+
+
+def _conv(cin, cout, kernel, stride, padding_mode, bias) -> nn.Conv2d:
+    cls = ReplicateConv2d if padding_mode == "replicate" and kernel == 3 else nn.Conv2d
+    return cls(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=bias, padding_mode=padding_mode)
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, padding_mode: str = "zeros", bias: bool = False) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=bias, padding_mode=padding_mode)
+    return _conv(cin, cout, 3, stride, padding_mode, bias)
 
 
 def conv_bn(cin, cout, kernel, stride=1, padding_mode="zeros", relu=True) -> nn.Sequential:
-    layers = [nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False, padding_mode=padding_mode),
+    layers = [_conv(cin, cout, kernel, stride, padding_mode, bias=False),
               nn.BatchNorm2d(cout, momentum=BN_MOMENTUM)]
     if relu:
         layers.append(nn.ReLU(inplace=True))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, check_input_size, conv_bn
+from ._layers import BN_MOMENTUM, UPSAMPLE_MODE, Resample, check_input_size, conv_bn, padding_mode
 from ._registry import register_model
 from .heads import HeatmapHead, build_head
 
@@ -84,11 +84,11 @@ class Hourglass(nn.Module):
 
 class StackedHourglass(nn.Module):
     def __init__(self, spec: HourglassSpec, num_keypoints=17, alignment="baseline", head="heatmap",
-                 input_size=(256, 192), upscale=4):
+                 input_size=(256, 192), upscale=4, padding=None):
         super().__init__()
         check_input_size(alignment, input_size, 4 * 2**spec.depth, f"a depth-{spec.depth} hourglass")
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
-        pad, f = PADDING_MODE[alignment], spec.features
+        pad, f = padding_mode(alignment, padding), spec.features
         self.stem = nn.Sequential(conv_bn(3, 64, 7, 2, pad), Residual(64, 128, pad), _pool(alignment),
                                   Residual(128, 128, pad), Residual(128, f, pad))
         self.hourglasses = nn.ModuleList(Hourglass(spec.depth, f, spec.blocks, alignment, pad)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, check_input_size, conv3x3, conv_bn
+from ._layers import BN_MOMENTUM, UPSAMPLE_MODE, Resample, check_input_size, conv3x3, conv_bn, padding_mode
 from ._registry import register_model
 from .heads import build_head
 
@@ -138,11 +138,11 @@ class HRNet(nn.Module):
     """HRNet pose model: features at stride 4 from branch 0, then a head (see ``ufpa.models.heads``)."""
 
     def __init__(self, spec: HRNetSpec, num_keypoints: int = 17, alignment: str = "baseline", head: str = "heatmap",
-                 input_size: tuple[int, int] = (256, 192), upscale: int = 4):
+                 input_size: tuple[int, int] = (256, 192), upscale: int = 4, padding: str | None = None):
         super().__init__()
         check_input_size(alignment, input_size, 32, "HRNet (4 branches down to stride 32)")
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
-        mode, pad = UPSAMPLE_MODE[alignment], PADDING_MODE[alignment]
+        mode, pad = UPSAMPLE_MODE[alignment], padding_mode(alignment, padding)
         stem = spec.stem_width
         self.stem = nn.Sequential(conv_bn(3, stem, 3, 2, pad), conv_bn(stem, stem, 3, 2, pad))
         layer1, cin = [], stem

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, PADDING_MODE, UPSAMPLE_MODE, Resample, check_input_size, conv3x3
+from ._layers import BN_MOMENTUM, UPSAMPLE_MODE, Resample, check_input_size, conv3x3, padding_mode
 from ._registry import register_model
 from .heads import build_head
 
@@ -106,12 +106,12 @@ class ResizeConv(nn.Module):
 
 class SimpleBaseline(nn.Module):
     def __init__(self, spec: ResNetSpec, num_keypoints=17, alignment="baseline", head="heatmap",
-                 input_size=(256, 192), upscale=4):
+                 input_size=(256, 192), upscale=4, padding=None):
         super().__init__()
         # no fixed-factor upsampling: deconvolutions and resize-convolutions work at any size
         check_input_size(alignment, input_size, 32, "a stride-32 ResNet", fixed_factor=())
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
-        pad = PADDING_MODE[alignment]
+        pad = padding_mode(alignment, padding)
         block = {"basic": BasicBlock, "bottleneck": Bottleneck}[spec.block]
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False, padding_mode=pad)
         self.bn1 = nn.BatchNorm2d(64, momentum=BN_MOMENTUM)
