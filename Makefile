@@ -6,14 +6,15 @@ BIN := $(VENV)/bin
 UFPA_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
 CONSTRAINT := $(if $(filter 1,$(UFPA_CPU)),-c environments/constraints-cpu.txt,)
 NOTEBOOKS := notebooks/01_derivation.ipynb notebooks/02_numerical_verification.ipynb \
-  notebooks/03_misalignment_in_models.ipynb notebooks/04_data_and_codecs.ipynb notebooks/05_train.ipynb
-# the study executes 01-04 and, for 05, the runs of the sweep profile (each into reports/runs/)
-STUDY_NOTEBOOKS := $(filter-out notebooks/05_train.ipynb,$(NOTEBOOKS))
+  notebooks/03_misalignment_in_models.ipynb notebooks/04_data_and_codecs.ipynb notebooks/05_train.ipynb \
+  notebooks/06_figures_and_tables.ipynb
+# the study executes 01-04 and, for 05, the runs of the sweep profile (each into reports/runs/); `make report` 05 and 06
+STUDY_NOTEBOOKS := $(filter-out notebooks/05_train.ipynb notebooks/06_figures_and_tables.ipynb,$(NOTEBOOKS))
 PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study sweep test venv lint notebooks clean
+.PHONY: study sweep report test venv lint notebooks clean
 
 venv: $(STAMP)
 
@@ -31,6 +32,11 @@ study: sweep
 	  echo "papermill $$nb"; \
 	  $(BIN)/papermill --no-progress-bar --cwd notebooks $$nb reports/notebooks/$$(basename $$nb) || exit 1; \
 	done
+
+# The report: notebook 05 on one finished run of PROFILE and notebook 06 (tables and figures from the records) into
+# reports/notebooks/, then the page reports/study.html, checked in headless Chromium where one is installed.
+report: $(STAMP)
+	$(BIN)/python -m ufpa report --profile $(PROFILE)
 
 sweep: $(STAMP)
 	$(BIN)/python -m ufpa sweep $(PROFILE) --jobs $(JOBS)

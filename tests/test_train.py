@@ -89,6 +89,9 @@ def test_smoke_run_writes_a_complete_record(data, tmp_path):
     samples = train.sample_predictions(cfg, 2)
     assert samples["crops"].shape == (2, 96, 64, 3) and samples["predicted"].shape == (2, 17, 2)
     assert train.metrics_table(rec).shape[0] == 2 and "AP" in train.run_summary(rec)
+    # a finished run is not trained or evaluated again: its record stands, byte for byte
+    before = train.record_path(cfg).read_bytes()
+    assert train.train(cfg) == run_dir and train.record_path(cfg).read_bytes() == before
 
 
 def test_ufpa_runs_at_its_aligned_size(data, tmp_path):

@@ -113,15 +113,27 @@ def _bench(args) -> int:
             print(f"{row['model']:18s} {'graph' if row['cuda_graph'] else 'eager'}: {row['images_per_s']:8.1f} img/s")
         print(f"data keeps up with the fastest step: {results['data_keeps_up']}; record: {out}")
         return 0
+    if args.what == "profile":
+        cfg = _parse_overrides(args.overrides, bench.BenchConfig())
+        results, out = _device_bench(bench.profile_models, cfg, "profile_models", f"profile_models_{cfg.model}",
+                                     args.out)
+        for row in results["rows"]:
+            groups = ", ".join(f"{k} {v:.1f}" for k, v in row["groups_ms_per_step"].items())
+            print(f"{row['variant']:10s} {row['input_size']} {row['ms_per_step']:8.1f} ms/step ({groups})")
+        print(f"record: {out}")
+        return 0
     if args.what != "models":
-        raise SystemExit(f"unknown benchmark {args.what!r}; available: models, train, codecs, synth")
+        raise SystemExit(f"unknown benchmark {args.what!r}; available: models, profile, train, codecs, synth")
     cfg = _parse_overrides(args.overrides, bench.BenchConfig())
     results, out = _device_bench(bench.bench_models, cfg, "bench_models", f"bench_models_{cfg.model}", args.out)
     for row in results["rows"]:
         print(f"{row['variant']:10s} {row['input_size']} {row['images_per_s']:8.2f} img/s  step "
               f"{row['step_s_median'] * 1e3:8.1f} ms  x{row['step_time_ratio_vs_baseline'] or 0:.3f}  "
               f"peak {row['peak_memory_mb']:.0f} MB ({row['peak_memory_kind']})")
-    print(f"ufpa/baseline step time {results['ufpa_vs_baseline']} (goal <= {results['goal_ratio']}); record: {out}")
+    for variant, ratio in results["ratio_vs_baseline"].items():
+        print(f"{variant}/baseline step time x{ratio:.3f} (goal <= {results['goal_ratio'][variant]}): "
+              f"{'met' if results['goal_met'][variant] else 'missed'}")
+    print(f"record: {out}")
     return 0
 
 
@@ -138,6 +150,26 @@ def _synth(args) -> int:
                                progress=not args.quiet)
     for split, path in paths.items():
         print(f"{split}: {path}")
+    return 0
+
+
+def _report(args) -> int:
+    from . import page, records, report
+
+    root = records.reports_dir()
+    if args.tables_only:  # tables and figures from the records, no notebooks (seconds)
+        shown = report.render_all(root / "results", root / "tables", root / "figures")
+        changed = report.update_readme(records.REPO_ROOT / "README.md", root / "results", root / "tables")
+        print(f"tables {sorted(shown)} in {root / 'tables'}; figures in {root / 'figures'}; README "
+              f"{'updated' if changed else 'already up to date'}")
+        return 0
+    if args.check_only:
+        print(page.check_in_browser(root / "study.html", root / "figures" / "study_page.png"))
+        return 0
+    out = page.make_report(args.profile, root, screenshot=not args.no_browser, progress=not args.quiet)
+    print(f"page: {out['page']}")
+    if "browser" in out:
+        print(f"browser check: {out['browser']}")
     return 0
 
 
@@ -171,7 +203,7 @@ def main(argv=None) -> int:
     synth.set_defaults(run=_synth)
 
     bench = sub.add_parser("bench", help="benchmarks that write records, e.g. `bench models model=hrnet_w32 batch=8`")
-    bench.add_argument("what", help="models, train, codecs or synth")
+    bench.add_argument("what", help="models, profile (where a step's time goes), train, codecs or synth")
     bench.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.bench.BenchConfig")
     bench.add_argument("--out", help="record path (default: reports/results/bench_models_<model>_<device>.json)")
     bench.set_defaults(run=_bench)
@@ -187,6 +219,14 @@ def main(argv=None) -> int:
     sweep.add_argument("--force", action="store_true", help="re-run runs whose record exists")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=_sweep)
+
+    rep = sub.add_parser("report", help="notebooks 05 and 06, the tables and figures, and reports/study.html")
+    rep.add_argument("--profile", default="profiles/cpu.yaml", help="the sweep whose baseline run notebook 05 shows")
+    rep.add_argument("--tables-only", action="store_true", help="only the tables and figures, from the records")
+    rep.add_argument("--check-only", action="store_true", help="only check reports/study.html in headless Chromium")
+    rep.add_argument("--no-browser", action="store_true", help="skip the Chromium check")
+    rep.add_argument("--quiet", action="store_true", help="no progress bars")
+    rep.set_defaults(run=_report)
 
     args = parser.parse_args(argv)
     if getattr(args, "cases", 1) < 1:

@@ -118,9 +118,36 @@ def read_record(path: str | os.PathLike, kind: str | None = None) -> dict:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); delete it and re-run the step that writes it") from err
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} is not a ufpa results record (its JSON is {type(record).__name__}, not an object); "
+                         f"re-run the step that writes it")
     missing = [k for k in ("schema", "kind", "config", "results", "provenance") if k not in record]
     if missing:
         raise ValueError(f"{path} is not a ufpa results record (missing {missing}); re-run the step that writes it")
     if kind is not None and record["kind"] != kind:
         raise ValueError(f"{path} holds a {record['kind']!r} record, expected {kind!r}")
+    check_schema(record, path)
     return record
+
+
+# Fields every record must carry (provenance) and, per kind, the ones the report reads: "section.field".
+REQUIRED = {
+    None: ("provenance.git_commit", "provenance.git_dirty", "provenance.device", "provenance.torch",
+           "provenance.seed", "provenance.time_utc"),
+    "train_run": ("config.model", "config.alignment", "config.head", "config.codec", "config.input_size",
+                  "config.seed", "config.epochs", "config.data", "results.run_id", "results.flip", "results.no_flip",
+                  "results.learning_curve", "results.params", "results.gflops", "results.input_size",
+                  "results.wall_s", "results.images_per_s"),
+}
+
+
+def check_schema(record: dict, path="record"):
+    """Check a record against its schema; the error names the first missing field and where it belongs."""
+    if record.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: schema {record.get('schema')!r} is not {SCHEMA}, the one this version reads; "
+                         f"re-run the step that wrote it")
+    for name in REQUIRED[None] + REQUIRED.get(record.get("kind"), ()):
+        section, field = name.split(".")
+        if not isinstance(record.get(section), dict) or field not in record[section]:
+            raise ValueError(f"{path}: the {record.get('kind')!r} record lacks {name}; a record without it cannot "
+                             f"back a reported number — re-run the step that wrote it")

@@ -415,6 +415,8 @@ def train(cfg: TrainConfig) -> Path:
     rid = run_id(cfg)
     directory = run_dir(cfg)
     ckpt_path = directory / "checkpoint.pt"
+    if (directory / DONE).is_file() and record_path(cfg).is_file():
+        return directory  # finished here: its record stands (delete runs/<run_id> to train it again)
     torch.manual_seed(cfg.seed)
     model, codec, train_ds, val_ds = build(cfg, device)
     k = model.num_keypoints

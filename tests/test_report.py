@@ -1,0 +1,195 @@
+"""The report: statistics, records into tables (paired differences, formats), schema errors, figures, the page, and
+the committed tables agreeing with the committed records."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ufpa import page, records, report
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("df,expected", [(1, 12.7062047), (2, 4.3026527), (4, 2.7764451), (10, 2.2281389),
+                                         (1000, 1.9623391)])
+def test_t_quantile_matches_the_tables(df, expected):
+    assert report.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-6)
+    assert report.t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-6)
+
+
+def test_mean_ci():
+    mean, half, n = report.mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3026527 * 1 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(report.mean_ci([5.0])[1]) and report.mean_ci([])[2] == 0
+    with pytest.raises(ValueError, match="df >= 1"):
+        report.t_quantile(0.9, 0)
+
+
+def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25)):
+    """A train_run record with known numbers (the fields the report reads), written like train writes them."""
+    metrics = {"AP": ap, "AP50": 0.9, "AP75": ap / 2, "AR": ap + 0.05, "epe_mean": epe, "epe_median": epe / 2,
+               "bias_x": bias[0], "bias_y": bias[1], "bias_x_per_joint": [bias[0]] * 17,
+               "bias_y_per_joint": [bias[1]] * 17, "pck@0.05": 0.7, "flip_consistency_px": 3.0 + seed}
+    eff = [s + 1 for s in size] if alignment == "ufpa" else list(size)
+    rid = f"hrnet_w8_tiny-{alignment}-{size[0]}x{size[1]}-udp-s{seed}-00000000"
+    config = {"model": "hrnet_w8_tiny", "alignment": alignment, "head": "udp", "codec": "udp",
+              "input_size": list(size), "seed": seed, "epochs": 2, "data": "/x/synthpose-easy"}
+    results = {"run_id": rid, "no_flip": {**metrics, "AP": ap - 0.02, "flip_test": False},
+               "flip": {**metrics, "flip_test": True},
+               "learning_curve": [{"epoch": 1, "loss": 1.0, "val_AP": ap / 2, "val_epe_mean": 9.0, "images_per_s": 1,
+                                   "seconds": 1}, {"epoch": 2, "loss": 0.5, "images_per_s": 1, "seconds": 1}],
+               "params": 175803, "gflops": 0.0166, "input_size": eff, "wall_s": 10.0, "images_per_s": 100.0,
+               "misalignment": {"fusions": 21, "max_abs_px": 28.0 if alignment == "baseline" else 0.0,
+                                "mean_abs_px": 1.0, "border_max_abs_px": 28.0 if alignment == "ufpa_any" else 0.0}}
+    return records.write_record(Path(folder) / "runs" / f"{rid}.json", "train_run", config, results, seed)
+
+
+@pytest.fixture()
+def results(tmp_path):
+    """Baseline, ufpa and ufpa_any at two sizes, three seeds: ufpa gains 0.01*(seed+1), ufpa_any loses 0.02."""
+    folder = tmp_path / "results"
+    for size in ((96, 64), (128, 96)):
+        for seed in range(3):
+            base = 0.5 + 0.01 * seed + (0.05 if size[0] == 128 else 0)
+            fake_record(folder, "baseline", size, seed, base)
+            fake_record(folder, "ufpa", size, seed, base + 0.01 * (seed + 1), epe=4.0)
+            fake_record(folder, "ufpa_any", size, seed, base - 0.02)
+    return folder
+
+
+def test_paired_differences_are_per_seed(results):
+    frame = report.load_runs(results)
+    assert len(frame) == 36 and set(frame["flip_test"]) == {True, False}
+    diff = report.paired(frame[frame["flip_test"]]).set_index(["alignment", "size"])
+    ufpa = diff.loc[("ufpa", "96x64")]
+    assert ufpa["d_AP_per_seed"] == pytest.approx([0.01, 0.02, 0.03]) and ufpa["d_AP"] == pytest.approx(0.02)
+    assert ufpa["d_AP_ci"] == pytest.approx(4.3026527 * 0.01 / math.sqrt(3), rel=1e-5)
+    assert diff.loc[("ufpa_any", "128x96")]["d_AP"] == pytest.approx(-0.02)
+    assert diff.loc[("ufpa", "128x96")]["d_epe_px"] == pytest.approx(-1.0)
+
+
+def test_tables_and_their_files(results, tmp_path):
+    frame = report.load_runs(results)
+    main = report.main_table(frame)
+    assert list(main["method"].astype(str)) == ["baseline", "ufpa", "ufpa_any"] * 2
+    row = main[(main["method"] == "ufpa") & (main["size"] == "96x64")].iloc[0]
+    assert row["input_size"] == "97x65" and row["seeds"] == 3 and row["d_AP"] == pytest.approx(0.02)
+    low = report.lowres_table(frame)
+    assert list(low["size"]) == ["96x64", "128x96"] and low["ufpa_dAP"].tolist() == pytest.approx([0.02, 0.02])
+    shown = report.write_table(main, "main", tmp_path / "tables", "caption")
+    md = (tmp_path / "tables" / "main.md").read_text()
+    assert md.startswith("caption") and md.count("\n| hrnet_w8_tiny") == 6 and "\\|bias\\|" in md
+    assert "+0.020 ± 0.025" in shown["ΔAP vs baseline"].tolist()
+    back = pd.read_csv(tmp_path / "tables" / "main.csv")
+    assert back["AP"].tolist() == pytest.approx(main["AP"].tolist(), abs=1e-5)
+    tex = (tmp_path / "tables" / "main.tex").read_text()
+    assert "\\begin{tabular}" in tex and "$\\pm$" in tex and "\\_" in tex
+    pub = report.published_table()
+    assert (pub["status"] == "published, not reproduced").all() and pub["source"].str.len().min() > 3
+    assert pub["gain"].tolist() == pytest.approx((pub["ap_method"] - pub["ap_baseline"]).round(1).tolist())
+
+
+def test_findings_read_the_records(results):
+    text = report.findings(report.load_runs(results))
+    assert "18 training records" in text and "ΔAP +0.020" in text and "ΔAP -0.020" in text
+    assert "lower than the baseline" in text  # ufpa_any: -0.02 on every seed, so its CI excludes zero
+    assert "not distinguishable" in text  # ufpa's CI (0.02 ± 0.025) crosses zero
+
+
+def test_render_all_writes_every_table_and_figure(results, tmp_path):
+    shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
+    assert set(shown) == set(report.TABLES)
+    for name in report.TABLES:
+        for ext in ("md", "csv", "tex"):
+            assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 50
+    for name in report.FIGURES:
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 5000
+    with pytest.raises(ValueError, match="unknown table 'mian'; the tables are"):
+        report.table("mian", None, results, tmp_path)
+
+
+@pytest.mark.parametrize("section,field", [("provenance", "git_commit"), ("provenance", "time_utc"),
+                                           ("results", "learning_curve"), ("config", "alignment")])
+def test_a_record_missing_a_field_is_named(results, section, field):
+    path = next((results / "runs").glob("*.json"))
+    rec = json.loads(path.read_text())
+    del rec[section][field]
+    path.write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match=rf"lacks {section}\.{field}"):
+        report.load_runs(results)
+
+
+def test_records_that_are_not_records(tmp_path):
+    (tmp_path / "runs").mkdir()
+    bad = tmp_path / "runs" / "x.json"
+    bad.write_text("null")
+    with pytest.raises(ValueError, match="not an object"):
+        report.load_runs(tmp_path)
+    bad.write_text(json.dumps({"schema": 99, "kind": "train_run", "config": {}, "results": {}, "provenance": {}}))
+    with pytest.raises(ValueError, match="schema 99"):
+        report.load_runs(tmp_path)
+    with pytest.raises(FileNotFoundError, match="make study"):
+        report.load_runs(tmp_path / "nowhere")
+
+
+def test_page_from_notebooks(results, tmp_path):
+    import nbformat
+
+    paths = []
+    for i, name in enumerate(page.NOTEBOOKS):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# Part {i}\n\ntext {i}"),
+                                             nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})])
+        paths.append(tmp_path / f"{name}.ipynb")
+        nbformat.write(nb, paths[-1])
+    out = page.build_page(paths, tmp_path / "study.html", results)
+    text = out.read_text()
+    assert text.count('id="part-') == 6 and "Part 5" in text and "ΔAP +0.020" in text and "x = 1" not in text
+    with pytest.raises(FileNotFoundError, match="make report"):
+        page.build_page([tmp_path / "missing.ipynb"], tmp_path / "s.html", results)
+    if page.chromium() is None:
+        pytest.skip("no Chromium here: the browser check runs where one is installed (make report)")
+    checked = page.check_in_browser(out, tmp_path / "shot.png")
+    assert checked["parts"] == 6 and checked["screenshot_std"] > 5
+
+
+# --- the committed reports -------------------------------------------------------------------------------------------
+
+COMMITTED = ROOT / "reports" / "results"
+
+
+@pytest.mark.skipif(not (ROOT / "reports" / "tables").is_dir(), reason="no committed tables yet")
+@pytest.mark.parametrize("name", ["main", "ablation", "low_resolution"])
+def test_committed_tables_agree_with_committed_records(name):
+    frame = report.load_runs(COMMITTED)
+    fresh = report.TABLES[name][0](frame, COMMITTED)
+    committed = pd.read_csv(ROOT / "reports" / "tables" / f"{name}.csv")
+    assert list(committed.columns) == list(fresh.columns)
+    for col in fresh.columns:
+        if pd.api.types.is_numeric_dtype(fresh[col]) and not pd.api.types.is_bool_dtype(fresh[col]):
+            assert np.allclose(committed[col].astype(float), fresh[col].astype(float), rtol=1e-5, equal_nan=True), col
+
+
+def test_fill_markers():
+    text = "a\n<!-- ufpa:main -->\nold\n<!-- /ufpa:main -->\nb <!-- ufpa:x --> c\n"
+    assert report.fill_markers(text, {"main": "| t |\n", "other": "z"}) == \
+        "a\n<!-- ufpa:main -->\n| t |\n<!-- /ufpa:main -->\nb <!-- ufpa:x --> c\n"
+
+
+@pytest.mark.skipif(not (ROOT / "reports" / "tables").is_dir(), reason="no committed tables yet")
+def test_readme_quotes_the_generated_tables_and_findings():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = report.readme_blocks(COMMITTED, ROOT / "reports" / "tables")
+    assert "<!-- ufpa:findings -->" in readme
+    assert report.fill_markers(readme, blocks) == readme, "README differs from the records: run `make report`"
+
+
+def test_every_run_notebook_has_its_record():
+    for nb in (ROOT / "reports" / "runs").glob("*.ipynb"):
+        assert (COMMITTED / "runs" / f"{nb.stem}.json").is_file(), f"{nb.name} has no record behind it"
+    for path in COMMITTED.rglob("*.json"):
+        if not path.name.endswith((".keypoints.json", ".failed.json")):
+            records.read_record(path)  # every committed record passes the schema
