@@ -193,3 +193,10 @@ def test_every_run_notebook_has_its_record():
     for path in COMMITTED.rglob("*.json"):
         if not path.name.endswith((".keypoints.json", ".failed.json")):
             records.read_record(path)  # every committed record passes the schema
+
+
+def test_one_seed_says_it_has_no_interval(tmp_path):
+    fake_record(tmp_path, "baseline", (96, 64), 0, 0.5)
+    fake_record(tmp_path, "ufpa", (96, 64), 0, 0.6)
+    text = report.findings(report.load_runs(tmp_path))
+    assert "no interval" in text and "nan" not in text and "ΔAP +0.100" in text

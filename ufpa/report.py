@@ -608,17 +608,23 @@ def findings(frame: pd.DataFrame, flip_test: bool = True) -> str:
                  f"seeds {seeds}; {', '.join(sorted(set(sub['device'])))}; commit(s) "
                  f"{', '.join(sorted(set(sub['git_commit'])))}). Metrics with flip test"
                  f"{'' if flip_test else ' off'}; ± is the 95 % CI over seeds (Student t).")
+    def pm(value, ci, digits):
+        return f"{value:.{digits}f}" + (f" ± {ci:.{digits}f}" if np.isfinite(ci) else " (one seed: no interval)")
+
     base = agg[agg["alignment"] == "baseline"]
     for _, b in base.iterrows():
-        lines.append(f"- **Baseline** {b['model']} at {b['size']}: AP {b['AP']:.3f} ± {b['AP_ci']:.3f}, "
-                     f"end-point error {b['epe_px']:.2f} ± {b['epe_px_ci']:.2f} px.")
+        lines.append(f"- **Baseline** {b['model']} at {b['size']}: AP {pm(b['AP'], b['AP_ci'], 3)}, "
+                     f"end-point error {pm(b['epe_px'], b['epe_px_ci'], 2)} px.")
     for _, d in diff.iterrows():
+        size = sub.loc[(sub["alignment"] == d["alignment"]) & (sub["size"] == d["size"]), "input_size"].iloc[0]
+        head = f"- **{d['alignment']}** ({d['model']}, {d['size']} nominal, run at {size}): ΔAP {d['d_AP']:+.3f}"
+        if not np.isfinite(d["d_AP_ci"]):
+            lines.append(f"{head} ({d['pairs']} paired seed: no interval), ΔEPE {d['d_epe_px']:+.2f} px.")
+            continue
         lo, hi = d["d_AP"] - d["d_AP_ci"], d["d_AP"] + d["d_AP_ci"]
         verdict = ("higher than the baseline" if lo > 0 else "lower than the baseline" if hi < 0 else
                    "not distinguishable from the baseline at this number of seeds")
-        size = sub.loc[(sub["alignment"] == d["alignment"]) & (sub["size"] == d["size"]), "input_size"].iloc[0]
-        lines.append(f"- **{d['alignment']}** ({d['model']}, {d['size']} nominal, run at {size}): ΔAP "
-                     f"{d['d_AP']:+.3f} (95 % CI {lo:+.3f} to {hi:+.3f}, {d['pairs']} paired seeds), ΔEPE "
+        lines.append(f"{head} (95 % CI {lo:+.3f} to {hi:+.3f}, {d['pairs']} paired seeds), ΔEPE "
                      f"{d['d_epe_px']:+.2f} px: {verdict}.")
     if len(diff):
         by_size = diff.groupby("alignment", observed=True)
