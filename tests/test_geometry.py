@@ -153,3 +153,14 @@ def test_check_aligned_size_names_valid_sizes():
 def test_bad_arguments_raise_value_error(bad):
     with pytest.raises(ValueError):
         bad()
+
+
+def test_sizes_mirrors_and_linear_sampling():
+    assert g.upsampled_size(25, 2, corners=True) == 49 and g.upsampled_size(24, 2, False) == 48
+    assert g.mirror(np.array([0.0, 10.5, 191.0]), 192).tolist() == [191.0, 180.5, 0.0]
+    # the grid x = 4o + 1.5 over 256 samples: output c - o sits at the mirror of output o
+    c = g.mirror_index(4.0, 1.5, 256)
+    o = np.arange(64)
+    assert np.allclose(4.0 * (c - o) + 1.5, g.mirror(4.0 * o + 1.5, 256))
+    v = np.arange(5, dtype=np.float32) * 2
+    assert g.sample_linear(v, np.array([-1.0, 0.5, 3.25, 9.0])).tolist() == [0.0, 1.0, 6.5, 8.0]

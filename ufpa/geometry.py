@@ -56,6 +56,10 @@ __all__ = [
     "aligned_size",
     "nearest_aligned_sizes",
     "check_aligned_size",
+    "upsampled_size",
+    "mirror",
+    "mirror_index",
+    "sample_linear",
 ]
 
 
@@ -669,3 +673,33 @@ def check_aligned_size(n: int, levels: int = 4, stem_stride: int = 4, what: str 
     valid = f"{below} or {above}" if below else f"{above}"
     raise ValueError(f"{what} {n} is not aligned for {levels} levels (total stride {s}): (n - 1) must be a multiple "
                      f"of {s}; nearest valid sizes: {valid}")
+
+
+# --- sizes, mirrors and resampling used by models, codecs and data ---------------------------------------------------
+
+def upsampled_size(n: int, factor: int, corners: bool) -> int:
+    """Samples after upsampling ``n`` by ``factor``: ``factor * (n - 1) + 1`` when the end centres stay on the ends
+    (``corners``: align_corners=True, the 32m+1 convention), else ``factor * n`` (the extent scales)."""
+    return factor * (n - 1) + 1 if corners else factor * n
+
+
+def mirror(x, n: int):
+    """Coordinates ``x`` of an axis of ``n`` samples, mirrored about its centre: sample centres 0 .. n-1 swap ends."""
+    return (n - 1) - x
+
+
+def mirror_index(scale: float, offset: float, n_in: int) -> float:
+    """For a grid ``x = scale * o + offset`` over an input of ``n_in`` samples: the ``c`` for which output ``c - o``
+    sits at ``mirror(x(o), n_in)``, i.e. the index about which a flipped output must be read back."""
+    return ((n_in - 1) - 2 * offset) / scale
+
+
+def sample_linear(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """``values`` (..., n) read at fractional ``positions`` along the last axis by linear interpolation, clamped to
+    [0, n - 1] (the border rule of linear interpolation); the weights are float32, as the codecs' outputs are."""
+    n = values.shape[-1]
+    src = np.clip(positions, 0, n - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (src - lo).astype(np.float32)
+    return values[..., lo] * (1 - frac) + values[..., hi] * frac

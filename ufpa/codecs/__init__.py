@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import geometry
 from ._base import Codec, unbiased_grid
 from .heatmap import DARKCodec, MSRACodec, SRCodec
 from .udp import UDPCodec
@@ -62,7 +63,7 @@ def flip_error(name: str, n: int = 200, seed: int = 0, input_size=(256, 192), he
     for a, b in COCO_FLIP_PAIRS:
         order[a], order[b] = b, a
     mirrored = k[:, order].copy()
-    mirrored[..., 0] = (W - 1) - mirrored[..., 0]
+    mirrored[..., 0] = geometry.mirror(mirrored[..., 0], W)
     direct, _ = codec.decode(codec.encode(k)["target"])
     back, _ = codec.decode(codec.flip_back(codec.encode(mirrored)["target"], COCO_FLIP_PAIRS))
     return np.linalg.norm(back - direct, axis=-1).reshape(-1)

@@ -84,7 +84,7 @@ class Codec:
     # --- flip ------------------------------------------------------------------------------------------------------
     def flip_centre(self) -> float:
         """c such that the flipped-back output is F(c - o): the grid mirrored about the input's centre."""
-        return ((self.input_size[1] - 1) - 2 * self._b[0]) / self._a[0]
+        return geometry.mirror_index(self._a[0], self._b[0], self.input_size[1])
 
     def flip_back(self, output, flip_pairs) -> np.ndarray:
         """Output for a horizontally flipped input -> output for the original input."""
@@ -94,11 +94,7 @@ class Codec:
         for a, b in flip_pairs:
             order[a], order[b] = b, a
         w = output.shape[-1]
-        src = np.clip(self.flip_centre() - np.arange(w, dtype=np.float64), 0, w - 1)  # sample F at c - o
-        lo = np.floor(src).astype(int)
-        hi = np.minimum(lo + 1, w - 1)
-        frac = (src - lo).astype(np.float32)
-        mirrored = output[..., lo] * (1 - frac) + output[..., hi] * frac
+        mirrored = geometry.sample_linear(output, self.flip_centre() - np.arange(w, dtype=np.float64))  # F(c - o)
         groups = mirrored.reshape(output.shape[0], self.channels_per_keypoint, k, *output.shape[2:])
         groups = groups[:, :, order]
         groups = self._flip_groups(groups)

@@ -112,7 +112,7 @@ class Resample(nn.Module):
         if like is not None:
             size = like.shape[-2:]
         else:
-            size = [self.factor * (n - 1) + 1 if self.corners else self.factor * n for n in x.shape[-2:]]
+            size = [geometry.upsampled_size(n, self.factor, self.corners) for n in x.shape[-2:]]
         return ops.upsample(x, self.mode, self.factor, size)
 
     def position_map(self, in_size: int, out_size: int) -> geometry.PositionMap:

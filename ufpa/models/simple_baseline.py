@@ -99,7 +99,7 @@ class ResizeConv(nn.Module):
         return self.conv(self.pad(self.resample(x)))
 
     def layer_map(self, n_in: int) -> geometry.PositionMap:
-        n_up = self.resample.factor * (n_in - 1) + 1 if self.resample.corners else self.resample.factor * n_in
+        n_up = geometry.upsampled_size(n_in, self.resample.factor, self.resample.corners)
         return (self.resample.position_map(n_in, n_up).then(geometry.pad(1, 2))
                 .then(geometry.conv(4)))
 
