@@ -187,3 +187,22 @@ def test_notebook_parameter_checks_name_the_parameter(tmp_path):
                             parameters=dict(n_cases=50, reports=str(tmp_path / "reports")),
                             cwd=str(ROOT / "notebooks"), progress_bar=False, kernel_name="python3")
     assert not (tmp_path / "reports" / "results" / "numerical_verification.json").exists()  # nothing overwritten
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_parameter_says_what_it_is(path):
+    """Each parameter has a comment (meaning, unit, valid range) on its line or on the line above."""
+    nb = nbformat.read(path, as_version=4)
+    lines = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])).source.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r"^\w+ = ", line):
+            assert "#" in line or (i and lines[i - 1].startswith("#")), f"{path.name}: {line!r} has no comment"
+
+
+def test_derivation_levels_beyond_hrnets_branches_are_refused(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match=r"levels=\[1, 2, 3, 4\] is not valid.*1\.\.3"):
+        pm.execute_notebook(str(ROOT / "notebooks" / "01_derivation.ipynb"), str(tmp_path / "01.ipynb"),
+                            parameters=dict(levels=[1, 2, 3, 4]), cwd=str(ROOT / "notebooks"), progress_bar=False,
+                            kernel_name="python3")

@@ -43,28 +43,28 @@ class TrainConfig:
     sigma: float = 0.0  # Gaussian sigma in heatmap samples; 0: the codec's default (heatmap width / 24)
     fg_weight: float = 0.0  # heatmap loss weight 1 + fg_weight * target per pixel (0: plain MSE, as published)
     # data: a COCO-format folder (SynthPose: images/<split>/, COCO 2017: <split>2017/) with annotations/
-    data: str = "data/synthpose-easy"
+    data: str = "data/synthpose-easy"  # made by `python -m ufpa synth`, or COCO 2017
     train_split: str = "train"  # annotations/person_keypoints_<split>.json
-    val_split: str = "val"
+    val_split: str = "val"  # the split evaluated (same layout as train_split)
     train_limit: int = 0  # use only the first N training instances (0: all); for smoke runs
-    val_limit: int = 0
+    val_limit: int = 0  # evaluate only the first N val instances (0: all)
     # schedule
-    epochs: int = 10
+    epochs: int = 10  # passes over the training instances
     batch_size: int = 32  # global batch; under torchrun each of the N processes takes batch_size / N
     optimizer: str = "adamw"  # adamw | adam | sgd
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
+    lr: float = 2e-3  # peak learning rate (after warmup)
+    weight_decay: float = 1e-4  # decoupled for adamw, L2 for adam/sgd
     warmup_steps: int = 100  # linear warmup, then the schedule
     schedule: str = "cosine"  # cosine | step (x0.1 at 2/3 and 8/9 of training) | constant
     # augmentation (training only)
-    flip: float = 0.5
-    scale: float = 0.25
-    rotation: float = 30.0
-    half_body: float = 0.0
+    flip: float = 0.5  # probability of a horizontal flip (pairs swapped, exact mirror)
+    scale: float = 0.25  # box scale jitter: factor in 1 +- scale
+    rotation: float = 30.0  # rotation jitter in degrees (applied to 60 % of samples; 0: none)
+    half_body: float = 0.0  # probability of a half-body crop
     # evaluation
     eval_every: int = 0  # also evaluate (no flip) every N epochs for the learning curve (0: only at the end)
     # machinery
-    seed: int = 0
+    seed: int = 0  # seeds the model init, data order and augmentation (CPU runs repeat bit for bit)
     device: str = "auto"  # auto | cpu | cuda | cuda:1
     threads: int = 0  # CPU threads (0: torch's default)
     workers: int = 0  # DataLoader worker processes
