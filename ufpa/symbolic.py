@@ -140,3 +140,78 @@ def show(label: str, expr) -> None:
     from IPython.display import Math, display
 
     display(Math(f"{label} = {sp.latex(expr)}"))
+
+
+# --- the checks and tables notebook 01 shows --------------------------------------------------------------------------
+
+def grid_checks(pairs) -> dict:
+    """Largest |sympy - geometry| of each interpolation grid over (n_in, n_out) ``pairs`` (exact arithmetic)."""
+    from . import geometry as g
+
+    samples = [dict(n_in=a, n_out=b, count=b) for a, b in pairs]
+    return {
+        "align_corners=False": max_deviation(resize_grid(False), lambda n_in, n_out: g.resize(
+            n_in, n_out, False).positions(n_out), samples),
+        "align_corners=True": max_deviation(resize_grid(True), lambda n_in, n_out: g.resize(
+            n_in, n_out, True).positions(n_out), samples),
+        "nearest (exact math)": max_deviation(nearest_grid(False), lambda n_in, n_out: g.nearest(
+            n_in, n_out, arithmetic="rational").positions(n_out), samples),
+        "nearest-exact (exact math)": max_deviation(nearest_grid(True), lambda n_in, n_out: g.nearest(
+            n_in, n_out, exact=True, arithmetic="rational").positions(n_out), samples),
+    }
+
+
+def fusion_shift_table(sizes, levels, target_stride, errors: dict):
+    """One row per (input size, level K, upsampling mode): the worst fusion shift (input px) and how far the sympy
+    expression in ``errors`` (plus nearest's closed form) is from ``ufpa.geometry``. Modes that cannot fuse at a size
+    (torch would fail the add) are left out."""
+    import pandas as pd
+
+    from . import geometry as g
+
+    rows = []
+    for n in sizes:
+        n_branch = g.branch_sizes(n)
+        for level in levels:
+            for mode, expr in list(errors.items()) + [("nearest (closed form)", nearest_error_closed_form())]:
+                try:
+                    fs = g.multiscale_fusion_shift(n, level, 0, mode.split(" ")[0])
+                except ValueError:
+                    continue
+                values = dict(K=level, S=target_stride, n_hi=n_branch[0], n_lo=n_branch[level], count=len(fs.shift))
+                dev = max_deviation(expr, lambda fs=fs, **_: fs.shift, [values])
+                rows.append(dict(size=n, K=level, mode=mode, max_abs_shift_px=fs.max_abs, sympy_vs_geometry=dev))
+    return pd.DataFrame(rows)
+
+
+def aligned_size_table(sizes, levels):
+    """Per input size: whether it is 32m+1, the next such size, and the worst align_corners=True fusion shift."""
+    import pandas as pd
+
+    from . import geometry as g
+
+    rows = []
+    for n in sizes:
+        worst = max(g.multiscale_fusion_shift(n, level, 0, "bilinear_corners").max_abs for level in levels)
+        rows.append(dict(size=n, aligned=g.is_aligned_size(n), next_aligned=g.aligned_size(n),
+                         worst_corner_shift_px=round(worst, 9)))
+    return pd.DataFrame(rows)
+
+
+def aligned_border_table(sizes, levels, target_stride):
+    """The size-free aligned upsampling per (size, K): interior and border shift, checked against
+    :func:`aligned_border_error`."""
+    import pandas as pd
+
+    from . import geometry as g
+
+    rows = []
+    for n in sizes:
+        n_branch = g.branch_sizes(n)
+        for level in levels:
+            fs = g.multiscale_fusion_shift(n, level, 0, "aligned")
+            values = dict(K=level, S=target_stride, n_lo=n_branch[level], count=len(fs.shift))
+            dev = max_deviation(aligned_border_error(), lambda fs=fs, **_: fs.sampled_shift, [values])
+            rows.append(dict(size=n, K=level, interior_max_px=fs.max_abs, border_outputs=fs.border_width,
+                             border_max_px=fs.border_max_abs, sympy_vs_geometry=dev))
+    return pd.DataFrame(rows)

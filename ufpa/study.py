@@ -1,0 +1,70 @@
+"""What notebooks 03 and 04 record, as functions: each returns the (config, results) of its results record, so the
+notebooks stay thin and the same numbers can be produced without a notebook."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def misalignment_audit(model: str, sizes, other_models, other_size, cost_size) -> tuple[dict, dict]:
+    """Notebook 03's record: the audit of ``model`` at every size and variant, other families at ``other_size``,
+    output grids of models and heads, parameter and FLOP counts, and the audit's check against real forward passes."""
+    from . import audit, bench
+    from .models import ALIGNMENTS, HEADS, create_model
+
+    hrnet = audit.audit_variants(model, sizes)
+    others = pd.concat([audit.audit_variants(name, [other_size]) for name in other_models], ignore_index=True)
+    grids = audit.output_grids([model] + list(other_models), other_size)
+    heads = audit.output_grids([model], other_size, alignments=["baseline", "ufpa"], heads=HEADS)
+    costs = pd.DataFrame([bench.model_cost(model, alignment, "heatmap", cost_size) for alignment in ALIGNMENTS]
+                         + [bench.model_cost(model, "baseline", head, cost_size) for head in ("udp", "sr", "duc")])
+    empirical = audit.empirical_positions(create_model(model, input_size=tuple(other_size)), tuple(other_size))
+    config = {"model": model, "sizes": sizes, "other_models": other_models, "other_size": other_size,
+              "cost_size": cost_size}
+    results = {"hrnet": hrnet.to_dict("records"), "others": others.to_dict("records"),
+               "grids": grids.to_dict("records"), "heads": heads.to_dict("records"),
+               "costs": costs.to_dict("records"), "empirical_max_dev_px": float(empirical["max_dev_px"].max())}
+    return config, results
+
+
+def flip_table(seed: int, n: int = 100, names=("msra", "dark", "udp")) -> list[dict]:
+    """Flip-back error (input px) of each codec on the unbiased grid and on HRNet's 4o grid, and MSRA with the
+    legacy one-sample shift: |decode(flip_back(encode(mirror))) - decode(encode)| over ``n`` random poses."""
+    from . import codecs
+    from .models import create_model
+
+    hrnet_grid = create_model("hrnet_w8_tiny").output_position_map()
+    rows = []
+    for name in names:
+        for grid_name, opts in [("unbiased (W-1)/(w-1)", {}), ("HRNet 4o", {"grid": hrnet_grid})]:
+            err = codecs.flip_error(name, n, seed, **opts)
+            rows.append(dict(codec=name, grid=grid_name, mean_px=float(err.mean()), max_px=float(err.max())))
+    err = codecs.flip_error("msra", n, seed, grid=hrnet_grid, legacy_flip_shift=True)
+    rows.append(dict(codec="msra, legacy 1-sample shift", grid="HRNet 4o", mean_px=float(err.mean()),
+                     max_px=float(err.max())))
+    return rows
+
+
+def data_and_codecs(data_dir, n_train: int, n_val: int, seed: int, roundtrip_samples: int) -> tuple[dict, dict]:
+    """Notebook 04's record: SynthPose made in ``data_dir`` (its statistics, and AP of its own ground truth, which
+    must be 1), codec round trips, sub-pixel sweeps and flip-back errors."""
+    from . import bench, codecs, evaluate
+    from .data import coco, synthetic
+
+    paths = synthetic.generate(data_dir, n_train, n_val, seed, progress=False)
+    train_doc = json.loads(Path(paths["train"]).read_text())
+    val_doc = json.loads(Path(paths["val"]).read_text())
+    self_results = [dict(image_id=a["image_id"], category_id=1, keypoints=a["keypoints"], score=1.0)
+                    for a in val_doc["annotations"]]
+    codec_table = bench.bench_codecs(roundtrip_samples, seed)["rows"]
+    sweeps = {name: codecs.subpixel_sweep(name) for name in ("msra", "dark", "udp")}
+    config = {"n_train": n_train, "n_val": n_val, "seed": seed, "roundtrip_samples": roundtrip_samples}
+    results = {"statistics": coco.dataset_statistics(train_doc),
+               "self_ap": evaluate.coco_keypoint_ap(paths["val"], self_results)["AP"],
+               "codecs": [{k: v for k, v in row.items() if k != "keypoints_per_s"} for row in codec_table],
+               "subpixel": {k: [v[0].tolist(), v[1].tolist()] for k, v in sweeps.items()},
+               "flip": flip_table(seed)}
+    return config, results
