@@ -32,19 +32,22 @@ def misalignment_audit(model: str, sizes, other_models, other_size, cost_size) -
 
 def flip_table(seed: int, n: int = 100, names=("msra", "dark", "udp")) -> list[dict]:
     """Flip-back error (input px) of each codec on the unbiased grid and on HRNet's 4o grid, and MSRA with the
-    legacy one-sample shift: |decode(flip_back(encode(mirror))) - decode(encode)| over ``n`` random poses."""
+    legacy one-sample shift: |decode(flip_back(encode(mirror))) - decode(encode)| over ``n`` random poses, and the
+    flipped-back decode against the truth along x (mean: the bias a flip test adds; sd: the codec's quantisation)."""
     from . import codecs
     from .models import create_model
 
     hrnet_grid = create_model("hrnet_w8_tiny").output_position_map()
+    cases = [(name, grid_name, opts) for name in names
+             for grid_name, opts in [("unbiased (W-1)/(w-1)", {}), ("HRNet 4o", {"grid": hrnet_grid})]]
+    cases.append(("msra, legacy 1-sample shift", "HRNet 4o", {"grid": hrnet_grid, "legacy_flip_shift": True}))
     rows = []
-    for name in names:
-        for grid_name, opts in [("unbiased (W-1)/(w-1)", {}), ("HRNet 4o", {"grid": hrnet_grid})]:
-            err = codecs.flip_error(name, n, seed, **opts)
-            rows.append(dict(codec=name, grid=grid_name, mean_px=float(err.mean()), max_px=float(err.max())))
-    err = codecs.flip_error("msra", n, seed, grid=hrnet_grid, legacy_flip_shift=True)
-    rows.append(dict(codec="msra, legacy 1-sample shift", grid="HRNet 4o", mean_px=float(err.mean()),
-                     max_px=float(err.max())))
+    for label, grid_name, opts in cases:
+        name = label.split(",")[0]
+        err = codecs.flip_error(name, n, seed, **opts)
+        bias = codecs.flip_bias(name, n, seed, **opts)
+        rows.append(dict(codec=label, grid=grid_name, mean_px=float(err.mean()), max_px=float(err.max()),
+                         flipped_bias_x_px=bias["flipped_bias_x_px"], flipped_sd_x_px=bias["flipped_sd_x_px"]))
     return rows
 
 

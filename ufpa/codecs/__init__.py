@@ -55,6 +55,21 @@ def subpixel_sweep(name: str, steps: int = 21, input_size=(256, 192), heatmap_si
 def flip_error(name: str, n: int = 200, seed: int = 0, input_size=(256, 192), heatmap_size=(64, 48),
                **opts) -> np.ndarray:
     """|decode(flip_back(encode(mirrored keypoints))) - decode(encode(keypoints))| in input pixels, per keypoint."""
+    direct, back, _ = _flip_pair(name, n, seed, input_size, heatmap_size, **opts)
+    return np.linalg.norm(back - direct, axis=-1).reshape(-1)
+
+
+def flip_bias(name: str, n: int = 200, seed: int = 0, input_size=(256, 192), heatmap_size=(64, 48),
+              **opts) -> dict:
+    """The flipped-back decode against the true keypoints along x (input px): mean (the bias a flip test adds) and
+    standard deviation (the codec's own quantisation), beside the same for the direct decode."""
+    direct, back, truth = _flip_pair(name, n, seed, input_size, heatmap_size, **opts)
+    flipped, plain = (back - truth)[..., 0].reshape(-1), (direct - truth)[..., 0].reshape(-1)
+    return {"flipped_bias_x_px": float(flipped.mean()), "flipped_sd_x_px": float(flipped.std()),
+            "direct_bias_x_px": float(plain.mean()), "direct_sd_x_px": float(plain.std())}
+
+
+def _flip_pair(name, n, seed, input_size, heatmap_size, **opts):
     codec = create_codec(name, input_size, heatmap_size, **opts)
     H, W = codec.input_size
     rng = np.random.default_rng(seed)
@@ -66,7 +81,7 @@ def flip_error(name: str, n: int = 200, seed: int = 0, input_size=(256, 192), he
     mirrored[..., 0] = geometry.mirror(mirrored[..., 0], W)
     direct, _ = codec.decode(codec.encode(k)["target"])
     back, _ = codec.decode(codec.flip_back(codec.encode(mirrored)["target"], COCO_FLIP_PAIRS))
-    return np.linalg.norm(back - direct, axis=-1).reshape(-1)
+    return direct, back, k
 
 
 __all__ = ["COCO_FLIP_PAIRS", "Codec", "create_codec", "flip_error", "list_codecs", "roundtrip_errors",
