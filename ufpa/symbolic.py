@@ -135,6 +135,15 @@ def aligned_border_error() -> sp.Expr:
     return sp.simplify(factor * S * sp.Min(o / factor, n_lo - 1) - S * o)
 
 
+def bilinear_border_error() -> sp.Expr:
+    """Bilinear x2^K with align_corners=False reads source index clip((o + 1/2)/2^K - 1/2, 0, n_lo - 1): on the
+    interior the error is the constant -S (2^K - 1)/2; where the clamp bites it runs from 0 at o = 0 (left) and down to
+    -S (2^K - 1) at the right end, the same worst case as nearest."""
+    factor = 2 ** K
+    read = sp.Min(sp.Max((o + sp.Rational(1, 2)) / factor - sp.Rational(1, 2), 0), n_lo - 1)
+    return factor * S * read - S * o
+
+
 def show(label: str, expr) -> None:
     """Render ``label = expr`` as math in a notebook."""
     from IPython.display import Math, display
@@ -198,6 +207,28 @@ def aligned_size_table(sizes, levels):
     return pd.DataFrame(rows)
 
 
+def bilinear_border_table(sizes, levels, target_stride):
+    """Bilinear align_corners=False per (size, K): the interior shift, the border outputs and their worst shift,
+    checked against :func:`bilinear_border_error` (what the op really reads, clamping included)."""
+    import pandas as pd
+
+    from . import geometry as g
+
+    rows = []
+    for n in sizes:
+        n_branch = g.branch_sizes(n)
+        for level in levels:
+            try:
+                fs = g.multiscale_fusion_shift(n, level, 0, "bilinear")
+            except ValueError:
+                continue  # fixed-factor upsampling cannot reach branch 0's size here
+            values = dict(K=level, S=target_stride, n_lo=n_branch[level], count=len(fs.shift))
+            dev = max_deviation(bilinear_border_error(), lambda fs=fs, **_: fs.sampled_shift, [values])
+            rows.append(dict(size=n, K=level, interior_max_px=fs.max_abs, border_outputs=fs.border_width,
+                             border_max_px=fs.border_max_abs, sympy_vs_geometry=dev))
+    return pd.DataFrame(rows)
+
+
 def aligned_border_table(sizes, levels, target_stride):
     """The size-free aligned upsampling per (size, K): interior and border shift, checked against
     :func:`aligned_border_error`."""
@@ -215,3 +246,30 @@ def aligned_border_table(sizes, levels, target_stride):
             rows.append(dict(size=n, K=level, interior_max_px=fs.max_abs, border_outputs=fs.border_width,
                              border_max_px=fs.border_max_abs, sympy_vs_geometry=dev))
     return pd.DataFrame(rows)
+
+
+def derivation_findings(table, bilinear, aligned, sizes) -> str:
+    """Notebook 01's closing summary, every number read from its tables (worst shift per level, input px)."""
+    def worst(frame, size, column, **where):
+        rows = frame[frame["size"] == size]
+        for key, value in where.items():
+            rows = rows[rows[key] == value]
+        return " / ".join(f"{v:g}" for v in rows.sort_values("K")[column]) or "-"
+
+    even = next((n for n in sorted(sizes, reverse=True) if n % 32 == 0), None)
+    odd = next((n for n in sorted(sizes, reverse=True) if n % 32 == 1), None)
+    lines = []
+    if even is not None:
+        lines.append(f"At {even} px, fusing levels 1 / 2 / 3 into branch 0: nearest "
+                     f"{worst(table, even, 'max_abs_shift_px', mode='nearest')} px (sawtooth); bilinear "
+                     f"align_corners=False {worst(bilinear, even, 'interior_max_px')} px on the interior and up to "
+                     f"{worst(bilinear, even, 'border_max_px')} px at the borders; align_corners=True "
+                     f"{worst(table, even, 'max_abs_shift_px', mode='bilinear_corners')} px (growing across the "
+                     f"image); size-free aligned {worst(aligned, even, 'interior_max_px')} px inside, up to "
+                     f"{worst(aligned, even, 'border_max_px')} px at the far border.")
+    if odd is not None:
+        lines.append(f"At {odd} px (32m+1): align_corners=True "
+                     f"{worst(table, odd, 'max_abs_shift_px', mode='bilinear_corners')} px: exactly aligned.")
+    dev = max(table["sympy_vs_geometry"].max(), bilinear["sympy_vs_geometry"].max(), aligned["sympy_vs_geometry"].max())
+    lines.append(f"Every sympy result agrees with ufpa.geometry to {dev:.1e} px.")
+    return "\n".join(lines)
