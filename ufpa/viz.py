@@ -58,7 +58,7 @@ def sampling_illustration(path: str | os.PathLike | None = None):
     """The paper-style figure: corner-unaligned vs corner-aligned interpolation, misaligned vs aligned."""
     panels = [
         (16, "nearest", "nearest x2, input 16: sawtooth shift"),
-        (16, "bilinear", "corner-unaligned (align_corners=False), input 16: constant shift inside, clamped at the ends"),
+        (16, "bilinear", "corner-unaligned (align_corners=False), input 16: constant inside, clamped at the ends"),
         (16, "bilinear_corners", "corner-aligned (align_corners=True), input 16: shift grows across the axis"),
         (17, "bilinear_corners", "corner-aligned, input 17 = 4m+1: aligned"),
         (16, "aligned", "size-free aligned x = o/2, input 16: aligned inside, clamped at the far edge"),
