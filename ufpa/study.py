@@ -71,3 +71,46 @@ def data_and_codecs(data_dir, n_train: int, n_val: int, seed: int, roundtrip_sam
                "subpixel": {k: [v[0].tolist(), v[1].tolist()] for k, v in sweeps.items()},
                "flip": flip_table(seed)}
     return config, results
+
+
+def verification_findings(record: dict) -> str:
+    """Notebook 02's closing summary, from its record."""
+    status = "every" if record["passed"] else "NOT every"
+    return (f"{record['configs']} random configurations of the real torch ops: {status} position matches "
+            f"ufpa.geometry (worst interior deviation {record['worst_interior_px']:.1e} px, worst border deviation "
+            f"{record['worst_border_px']:.1e} px, tolerance {record['tolerance_px']:g} px); "
+            f"{len(record.get('excluded') or [])} case(s) excluded, each with its reason in the record.")
+
+
+def audit_findings(record: dict, focus: str) -> str:
+    """Notebook 03's closing summary, from its record: worst fusion shift per variant at ``focus``, and the cost."""
+    hrnet = pd.DataFrame(record["hrnet"])
+    at = hrnet[hrnet["requested"] == focus]
+    lines = []
+    for alignment, g in at.groupby("alignment", sort=False):
+        size = g["input_size"].iloc[0]
+        lines.append(f"{alignment:17s} at {size}: worst interior shift {g['max_abs_px'].max():g} px, "
+                     f"border {g['border_max_abs_px'].max():g} px")
+    costs = pd.DataFrame(record["costs"])
+    heat = costs[costs["head"] == "heatmap"].set_index("alignment")
+    extra = 100 * (heat.loc["ufpa", "gflops"] / heat.loc["baseline", "gflops"] - 1)
+    lines.append(f"parameters: {heat['params'].nunique() == 1 and 'equal for every variant' or 'NOT equal'} "
+                 f"({int(heat.loc['baseline', 'params']):,}); FLOPs: ufpa at {heat.loc['ufpa', 'input_size']} "
+                 f"+{extra:.1f} % over the baseline at {heat.loc['baseline', 'input_size']}")
+    lines.append(f"the audit agrees with real forward passes to {record['empirical_max_dev_px']:.1e} px")
+    return "\n".join(lines)
+
+
+def data_findings(record: dict) -> str:
+    """Notebook 04's closing summary, from its record."""
+    codecs_ = {row["codec"]: row for row in record["codecs"]}
+    flip = {(r["codec"], r["grid"]): r for r in record["flip"]}
+    return "\n".join([
+        f"SynthPose scored against its own ground truth: AP {record['self_ap']:.3f} (must be 1).",
+        "round trip, worst error in heatmap samples: " + ", ".join(
+            f"{name} {row['max_error']:.2g}" for name, row in sorted(codecs_.items())),
+        f"flip test on HRNet's grid, flipped decode - truth along x: exact mirror "
+        f"{flip[('msra', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (msra), "
+        f"{flip[('dark', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (dark), "
+        f"{flip[('udp', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (udp); legacy one-sample shift "
+        f"{flip[('msra, legacy 1-sample shift', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (msra)"])
