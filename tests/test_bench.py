@@ -24,8 +24,9 @@ def test_model_cost_counts_flops_and_keeps_parameters():
 def test_interleaved_rounds_time_every_variant_alike():
     cfg = bench.BenchConfig(model="hrnet_w8_tiny", batch=1, steps=3, warmup=1, input_size=(64, 64),
                             compare_timm=False, threads=1)
-    rows = bench._bench_interleaved(cfg, ["baseline", "ufpa", "ufpa_any"])
-    assert [r["variant"] for r in rows] == ["baseline", "ufpa", "ufpa_any"]
+    rows = bench._bench_interleaved(cfg, ["baseline", "ufpa", "ufpa_any", "ufpa:zeros"])
+    assert [r["variant"] for r in rows] == ["baseline", "ufpa", "ufpa_any", "ufpa:zeros"]
+    assert rows[3]["input_size"] == [65, 65]  # the padding ablation runs at the variant's own size
     assert all(len(r["step_s_all"]) == 3 and r["step_s_median"] > 0 for r in rows)
     assert rows[1]["input_size"] == [65, 65] and not rows[0]["cuda_graph"]
 

@@ -49,7 +49,7 @@ def model_cost(name: str, alignment: str = "baseline", head: str = "heatmap", in
 class BenchConfig:
     model: str = "hrnet_w32"  # registered model name
     input_size: tuple[int, int] = (256, 192)  # requested (H, W); 'ufpa' runs at the next 32m+1 size
-    variants: tuple[str, ...] = ("baseline", "ufpa", "ufpa_any")
+    variants: tuple[str, ...] = ("baseline", "ufpa", "ufpa_any")  # alignment[:padding], e.g. "ufpa:zeros"
     batch: int = 8
     steps: int = 10  # timed steps per variant
     warmup: int = 3  # untimed steps first
@@ -93,11 +93,12 @@ def _build(cfg: BenchConfig, variant: str):
         raise ValueError("cuda_graph=True needs a CUDA device; on CPU use cuda_graph=False")
     bf16 = cuda if cfg.bf16 is None else cfg.bf16
     channels_last = cuda if cfg.channels_last is None else cfg.channels_last
-    size = variant_input_size(variant, cfg.input_size) if variant != "timm" else tuple(cfg.input_size)
+    alignment, _, padding = variant.partition(":")  # 'ufpa:zeros': the variant with another padding (ablation)
+    size = variant_input_size(alignment, cfg.input_size) if variant != "timm" else tuple(cfg.input_size)
     if variant == "timm":
         model = _timm_hrnet_with_head()
     else:
-        model = create_model(cfg.model, alignment=variant, input_size=size)
+        model = create_model(cfg.model, alignment=alignment, input_size=size, padding=padding or None)
     model = model.to(cfg.device).train()
     x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
     if channels_last:
