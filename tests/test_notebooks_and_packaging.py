@@ -197,6 +197,12 @@ def test_every_parameter_says_what_it_is(path):
     for i, line in enumerate(lines):
         if re.match(r"^\w+ = ", line):
             assert "#" in line or (i and lines[i - 1].startswith("#")), f"{path.name}: {line!r} has no comment"
+    # papermill parses the cell itself (for -p and --help-notebook); a comment it cannot read hides the parameter
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    seen = {p.name for p in PythonTranslator.inspect(cell)}
+    assert seen == {t.id for s in ast.parse(cell.source).body for t in s.targets}, path.name
 
 
 def test_derivation_levels_beyond_hrnets_branches_are_refused(tmp_path):

@@ -35,7 +35,7 @@ from .models import ALIGNMENTS, HEADS, create_model, list_models
 @dataclass
 class TrainConfig:
     # model
-    model: str = "hrnet_w8_tiny"  # a ufpa.models preset (python -m ufpa train model=? lists them)
+    model: str = "hrnet_w8_tiny"  # a ufpa.models preset (ufpa.models.list_models() names them)
     alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any
     head: str = "heatmap"  # heatmap | udp | sr | duc; 'udp' pairs with codec 'udp'
     input_size: tuple[int, int] = (128, 96)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
