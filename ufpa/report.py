@@ -631,10 +631,14 @@ def findings(frame: pd.DataFrame, flip_test: bool = True) -> str:
         for alignment, g in by_size:
             g = g.sort_values("pixels")
             if len(g) > 1:
-                trend = "larger" if g["d_AP"].iloc[0] > g["d_AP"].iloc[-1] else "smaller"
+                lo, hi = g.iloc[0], g.iloc[-1]
+                trend = "larger" if lo["d_AP"] > hi["d_AP"] else "smaller"
+                apart = abs(lo["d_AP"] - hi["d_AP"]) > (lo["d_AP_ci"] + hi["d_AP_ci"])  # intervals do not overlap
                 lines.append(f"- **Resolution** ({alignment}): the gain is {trend} at the lowest input size "
-                             f"({g['size'].iloc[0]}: {g['d_AP'].iloc[0]:+.3f}) than at the highest "
-                             f"({g['size'].iloc[-1]}: {g['d_AP'].iloc[-1]:+.3f}).")
+                             f"({lo['size']}: {lo['d_AP']:+.3f}) than at the highest ({hi['size']}: "
+                             f"{hi['d_AP']:+.3f}); " + ("the intervals do not overlap." if apart else
+                                                         "their 95 % intervals overlap, so the trend is not resolved "
+                                                         "by these runs."))
     return "\n".join(lines) + "\n"
 
 
