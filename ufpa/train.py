@@ -416,6 +416,8 @@ def train(cfg: TrainConfig) -> Path:
     directory = run_dir(cfg)
     ckpt_path = directory / "checkpoint.pt"
     if (directory / DONE).is_file() and record_path(cfg).is_file():
+        if ckpt_path.is_file() and _semantic(load_checkpoint(ckpt_path)["config"]) != _semantic(cfg):
+            raise ValueError(f"{ckpt_path} belongs to a different config; delete {directory} to start over")
         return directory  # finished here: its record stands (delete runs/<run_id> to train it again)
     torch.manual_seed(cfg.seed)
     model, codec, train_ds, val_ds = build(cfg, device)
