@@ -14,7 +14,6 @@ same model, head, codec, nominal input size, flip-test setting and seed.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import records
+from . import records, viz
 
 # Method order of the paper's tables and the colour each variant keeps in every figure (Okabe-Ito: colour-blind safe).
 VARIANTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
@@ -502,8 +501,7 @@ def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_t
 TEMPLATE = np.array([[0, -8.2], [0.35, -8.5], [-0.35, -8.5], [0.8, -8.3], [-0.8, -8.3], [1.6, -6.8], [-1.6, -6.8],
                      [2.1, -4.6], [-2.1, -4.6], [2.3, -2.6], [-2.3, -2.6], [1.0, -2.4], [-1.0, -2.4], [1.1, 1.0],
                      [-1.1, 1.0], [1.2, 4.2], [-1.2, 4.2]])
-SKELETON = [(15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7), (6, 8), (7, 9),
-            (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
+SKELETON = viz.SKELETON_0  # COCO limbs, 0-based
 
 
 def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, path=None, scale: float = 0.5):
@@ -722,8 +720,3 @@ def update_readme(readme, results_dir, tables_dir) -> bool:
     if new != old:
         records.atomic_write_text(readme, new)
     return new != old
-
-
-def summary_json(frame: pd.DataFrame) -> str:
-    """The headline numbers as JSON (for the README and the page)."""
-    return json.dumps(json.loads(main_table(frame).to_json(orient="records")), indent=1)
