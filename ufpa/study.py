@@ -114,3 +114,20 @@ def data_findings(record: dict) -> str:
         f"{flip[('dark', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (dark), "
         f"{flip[('udp', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (udp); legacy one-sample shift "
         f"{flip[('msra, legacy 1-sample shift', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (msra)"])
+
+
+def measured_cost(results_dir, model: str) -> pd.DataFrame:
+    """Step time and peak memory per variant from the ``bench models`` records of ``model`` in ``results_dir`` (one
+    row per record and variant, with the device and batch it was measured on); empty if none was recorded."""
+    from . import records
+
+    rows = []
+    for path in sorted(Path(results_dir).glob(f"bench_models_{model}_*.json")):
+        rec = records.read_record(path, kind="bench_models")
+        for row in rec["results"]["rows"]:
+            rows.append({"record": path.name, "device": rec["provenance"]["device"], "batch": rec["config"]["batch"],
+                         "variant": row["variant"], "input_size": "x".join(map(str, row["input_size"])),
+                         "step_ms": round(1e3 * row["step_s_median"], 1),
+                         "vs_baseline": round(row["step_time_ratio_vs_baseline"], 3),
+                         "peak_memory_mb": round(row["peak_memory_mb"])})
+    return pd.DataFrame(rows)
