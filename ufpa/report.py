@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -365,19 +365,9 @@ def write_table(table: pd.DataFrame, name: str, folder, caption: str = "", digit
 
 # --- figures ---------------------------------------------------------------------------------------------------------
 
-def _plt():
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig, path):
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None} if path.suffix == ".png" else None)
-        os.replace(tmp, path)
+        viz._save(fig, path)  # atomic, reproducible PNG metadata
     return fig
 
 
@@ -387,7 +377,6 @@ def _sizes(frame) -> list[str]:
 
 def accuracy_vs_size(frame: pd.DataFrame, flip_test: bool = True, path=None):
     """AP (mean and 95 % CI over seeds) against nominal input size, one line per variant and model."""
-    plt = _plt()
     agg = aggregate(frame[frame["flip_test"] == flip_test], metrics=("AP", "epe_px"))
     sizes = _sizes(frame)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
@@ -409,7 +398,6 @@ def accuracy_vs_size(frame: pd.DataFrame, flip_test: bool = True, path=None):
 
 def paired_gain(frame: pd.DataFrame, metric: str = "AP", flip_test: bool = True, path=None):
     """Each variant's paired difference to the baseline per input size: one dot per seed, mean ± 95 % CI."""
-    plt = _plt()
     diff = paired(frame[frame["flip_test"] == flip_test], metrics=(metric,))
     sizes = _sizes(frame)
     fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
@@ -439,7 +427,6 @@ def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_t
     """Left: how far fused features sit apart in each trained network (interior and border, from the run records'
     audit); middle, if the audit record is given: per fusion type of HRNet-W32 (target stride, x2 upsampling steps);
     right: the paired AP gain, so a reader sees the cause beside the effect."""
-    plt = _plt()
     sub = frame[frame["flip_test"] == flip_test]
     panels = 3 if audit else 2
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), constrained_layout=True)
@@ -507,7 +494,6 @@ SKELETON = viz.SKELETON_0  # COCO limbs, 0-based
 def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, path=None, scale: float = 0.5):
     """Signed bias per joint (mean over seeds, image px) as arrows on a template skeleton, one panel per variant:
     what a systematic shift of the features leaves in the keypoints. ``scale``: template units per image px."""
-    plt = _plt()
     groups: dict = {}
     for _, rec in run_records(results_dir):
         cfg = rec["config"]
@@ -540,7 +526,6 @@ def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, pa
 def flip_consistency(frame: pd.DataFrame, path=None):
     """Distance between the predictions on an image and on its mirror, mapped back (image px): one dot per run, a box
     per variant and size."""
-    plt = _plt()
     sub = frame[~frame["flip_test"]]
     sizes = _sizes(sub)
     variants = [v for v in VARIANTS if v in set(sub["alignment"])]
@@ -567,7 +552,6 @@ def flip_consistency(frame: pd.DataFrame, path=None):
 
 def learning_curve_panels(curves: pd.DataFrame, path=None):
     """Training loss and val AP per epoch for every run (thin: one seed; thick: mean), one column per input size."""
-    plt = _plt()
     sizes = list(dict.fromkeys(sorted(curves["size"], key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1]))))
     fig, axes = plt.subplots(2, len(sizes), figsize=(4.2 * len(sizes), 5.6), constrained_layout=True, squeeze=False)
     for j, size in enumerate(sizes):
@@ -685,7 +669,6 @@ def figure(name: str, frame: pd.DataFrame, results_dir, figures_dir):
 
 def render_all(results_dir, tables_dir, figures_dir) -> dict:
     """Every table and figure of the study from ``results_dir``; returns the shown tables by name."""
-    plt = _plt()
     frame = load_runs(results_dir)
     out = {name: table(name, frame, results_dir, tables_dir) for name in TABLES}
     for name in FIGURES:
