@@ -119,6 +119,7 @@ def test_cli(tmp_path):
     assert set(rows) == {"baseline", "ufpa", "ufpa_any"} and rows["ufpa"]["input_size"] == [65, 65]
     assert all(row["images_per_s"] > 0 and row["peak_memory_mb"] > 0 for row in rows.values())
     assert rows["baseline"]["step_time_ratio_vs_baseline"] == 1.0
+    assert 0 < rows["baseline"]["gflops"] < rows["ufpa"]["gflops"]  # 65x65 computes more than 64x64
     bad = subprocess.run(run + ["bench", "models", "colour=red"], capture_output=True, text=True)
     assert bad.returncode != 0 and "valid keys: model, input_size" in bad.stderr
     stages = ("render", "render_encode", "generate")

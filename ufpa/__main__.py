@@ -129,6 +129,7 @@ def _bench(args) -> int:
     for row in results["rows"]:
         print(f"{row['variant']:10s} {row['input_size']} {row['images_per_s']:8.2f} img/s  step "
               f"{row['step_s_median'] * 1e3:8.1f} ms  x{row['step_time_ratio_vs_baseline'] or 0:.3f}  "
+              f"{row['gflops']:.3f} GFLOPs/img  "
               f"peak {row['peak_memory_mb']:.0f} MB ({row['peak_memory_kind']})")
     for variant, ratio in results["ratio_vs_baseline"].items():
         print(f"{variant}/baseline step time x{ratio:.3f} (goal <= {results['goal_ratio'][variant]}): "

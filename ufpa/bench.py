@@ -104,14 +104,15 @@ def _build(cfg: BenchConfig, variant: str):
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.no_grad():
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:  # one image's forward FLOPs, counted on the shape probe
         out_shape = model(x[:1]).shape
     target = torch.randn(cfg.batch, *out_shape[1:], device=cfg.device)
     step = _step_fn(model, x, target, bf16)
     if cfg.cuda_graph:
         step = _graphed(step, model)
     info = {"variant": variant, "input_size": list(size), "params": sum(p.numel() for p in model.parameters()),
-            "bf16": bf16, "channels_last": channels_last, "cuda_graph": cfg.cuda_graph}
+            "gflops": counter.get_total_flops() / 1e9, "bf16": bf16, "channels_last": channels_last, "cuda_graph": cfg.cuda_graph}
     return step, info
 
 
