@@ -141,3 +141,18 @@ def test_simplebaseline_has_only_aligned_residual_fusions():
     model = create_model("simplebaseline_r18", input_size=(128, 96))
     df = audit.audit(model, (128, 96))
     assert len(df) == 2 * 8 and df.max_abs_px.max() == 0  # 8 residual adds, two axes each
+
+
+def test_fusion_points_keep_cross_resolution_fusions_in_network_order(tables):
+    _, df = tables[("baseline", (256, 192))]
+    points = audit.fusion_points_of(df)
+    assert points["module"].str.fullmatch(r"stages\.\d+\.\d+").all()  # residual adds inside branches left out
+    assert list(points["order"]) == list(range(len(points)))
+    # hrnet_w8_tiny, one module per stage: 2 + 3*2 incoming tensors, then 3 into branch 0 only (the last module
+    # outputs the highest resolution alone)
+    assert len(points) == 2 + 6 + 3
+    assert points.groupby("up_levels")["max_abs_px"].max().to_dict() == {0: 0.0, 1: 8.0, 2: 12.0, 3: 28.0}  # x2 into stride 8: 8 px
+    assert (points["max_abs_px"] == 0).sum() == (points["up_levels"] == 0).sum()  # zeros stay in
+    _, ufpa = tables[("ufpa", (257, 193))]
+    aligned = audit.fusion_points_of(ufpa)
+    assert len(aligned) == len(points) and aligned[["max_abs_px", "border_max_abs_px"]].max().max() <= 1e-9

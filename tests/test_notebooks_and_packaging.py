@@ -54,7 +54,7 @@ def test_papermill_run_records_a_passing_verification(tmp_path):
     assert record["results"]["configs"] == 1000 and record["results"]["passed"] is True
     assert record["results"]["worst_interior_px"] <= 1e-9
     assert record["provenance"]["torch"]
-    for name in ("02_deviations.png", "02_sampling_grids.png", "02_misalignment_levels.gif"):
+    for name in ("02_deviations.png", "02_sampling_grids.png", "02_shift_profiles.png", "02_misalignment_levels.gif"):
         assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
     gif = (tmp_path / "reports" / "figures" / "02_misalignment_levels.gif").read_bytes()
     assert gif[:6] == b"GIF89a"
@@ -78,7 +78,17 @@ def test_papermill_model_audit_notebook_records_its_tables(tmp_path):
     assert worst == {1: 4.0, 2: 12.0, 3: 28.0}
     assert record["results"]["empirical_max_dev_px"] <= 1e-9
     assert len({row["params"] for row in record["results"]["costs"] if row["head"] == "heatmap"}) == 1
-    for name in ("03_fusion_misalignment.png", "03_corner_error_across_width.png"):
+    points = record["results"]["fusion_points"]
+    per_variant = {a: [p for p in points if p["alignment"] == a] for a in {p["alignment"] for p in points}}
+    assert len(per_variant) == 5 and len({len(v) for v in per_variant.values()}) == 1  # same fusions, every variant
+    assert [p["order"] for p in per_variant["baseline"]] == list(range(len(per_variant["baseline"])))
+    assert max(p["max_abs_px"] for p in per_variant["baseline"]) == 28.0
+    assert max(max(p["max_abs_px"], p["border_max_abs_px"]) for p in per_variant["ufpa"]) <= 1e-9
+    assert sum(p["max_abs_px"] == 0 for p in per_variant["baseline"]) > 0  # aligned fusions stay in, as zeros
+    from ufpa import study
+    others = study.other_models_summary(record["results"]).set_index("alignment")
+    assert others.loc["baseline", "upsampled in (px)"] > 0 == others.loc["ufpa", "upsampled in (px)"]
+    for name in ("03_fusion_points.png", "03_shift_map.png", "03_corner_error_across_width.png"):
         assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
 
 
@@ -94,7 +104,8 @@ def test_papermill_data_notebook_records_codecs_and_data(tmp_path):
     errors = {row["codec"]: row["max_error"] for row in record["codecs"]}
     assert errors["udp"] <= 0.01 and errors["dark"] <= 0.05 and errors["msra"] > errors["dark"]
     assert any(row["codec"].startswith("msra, legacy") for row in record["flip"])
-    for name in ("04_synthpose_gallery.jpg", "04_codec_subpixel_error.png", "04_training_targets.png"):
+    for name in ("04_synthpose_gallery.jpg", "04_codec_subpixel_error.png", "04_training_targets.png",
+                 "04_target_heatmaps.png"):
         assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000
     assert not list((ROOT / "notebooks").glob("synthpose*"))  # generated data stays out of the repo
 

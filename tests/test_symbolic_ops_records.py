@@ -91,3 +91,16 @@ def test_reports_dir_honours_environment(monkeypatch, tmp_path):
     assert records.reports_dir("../reports") == tmp_path
     monkeypatch.delenv("UFPA_REPORTS_DIR")
     assert str(records.reports_dir("../reports")) == "../reports"
+
+
+def test_a_learned_kernel_absorbs_a_constant_shift_only():
+    from ufpa import study
+
+    rows = {r["mode"]: r for r in study.kernel_absorption(n_in=128, level=2, taps=9, n_signals=200)["rows"]}
+    assert rows["bilinear"]["shift_before_max_px"] == 6.0 and rows["bilinear"]["remaining_interior_max_px"] < 1.0
+    assert rows["nearest"]["remaining_interior_max_px"] > 2.0  # the sawtooth survives any single kernel
+    assert rows["bilinear_corners"]["remaining_interior_max_px"] > 3.0  # so does the drift
+    for aligned in ("bilinear_corners at 32m+1", "aligned"):
+        assert rows[aligned]["remaining_interior_max_px"] < 0.05
+        assert abs(rows[aligned]["kernel_centroid_px"]) < 0.05  # nothing to move: the kernel stays centred
+    assert rows["aligned"]["remaining_border_max_px"] > 5.0  # no kernel repairs the border band

@@ -227,24 +227,57 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def audit_variants(name: str, sizes, alignments=None, head: str = "heatmap") -> pd.DataFrame:
-    """``summarize(audit(...))`` of model ``name`` for every alignment variant and requested input size; 'ufpa' runs
-    at the next 32m+1 size. Columns add ``model``, ``alignment``, ``head``, ``requested`` and ``input_size``."""
+def variant_audits(name: str, sizes, alignments=None, head: str = "heatmap"):
+    """Yield ``(requested, alignment, input_size, audit table)`` of model ``name`` for every requested input size and
+    alignment variant; 'ufpa' runs at the next 32m+1 size."""
     from .bench import variant_input_size
     from .models import ALIGNMENTS, create_model
 
-    frames = []
     for requested in sizes:
         for alignment in alignments or ALIGNMENTS:
             size = variant_input_size(alignment, requested)
             model = create_model(name, alignment=alignment, head=head, input_size=size)
-            table = summarize(audit(model, size))
-            table.insert(0, "input_size", f"{size[0]}x{size[1]}")
-            table.insert(0, "requested", f"{requested[0]}x{requested[1]}")
-            table.insert(0, "alignment", alignment)
-            table.insert(0, "model", name)
-            frames.append(table)
-    return pd.concat(frames, ignore_index=True)
+            yield tuple(requested), alignment, size, audit(model, size)
+
+
+def labelled(table: pd.DataFrame, name, requested, alignment, size) -> pd.DataFrame:
+    """``table`` with the model, variant, requested and actual input size in front (the audit records' keys)."""
+    table = table.copy()
+    table.insert(0, "input_size", f"{size[0]}x{size[1]}")
+    table.insert(0, "requested", f"{requested[0]}x{requested[1]}")
+    table.insert(0, "alignment", alignment)
+    table.insert(0, "model", name)
+    return table
+
+
+def audit_variants(name: str, sizes, alignments=None, head: str = "heatmap") -> pd.DataFrame:
+    """``summarize(audit(...))`` of model ``name`` for every alignment variant and requested input size; 'ufpa' runs
+    at the next 32m+1 size. Columns add ``model``, ``alignment``, ``head``, ``requested`` and ``input_size``."""
+    return pd.concat([labelled(summarize(table), name, requested, alignment, size)
+                      for requested, alignment, size, table in variant_audits(name, sizes, alignments, head)],
+                     ignore_index=True)
+
+
+def fusion_points_of(table: pd.DataFrame) -> pd.DataFrame:
+    """The cross-resolution fusions of one ``audit`` table in network order, one row per incoming tensor: ``order``
+    (position in the forward pass), ``module`` (the fusion unit, e.g. ``stages.1.0``), ``source`` (fx name),
+    ``up_levels``, ``target_stride``, worst interior and worst border shift over both axes. Residual adds inside
+    branches and ResNet layers (both operands on one grid) are left out; zeros stay in."""
+    table = table[~table["module"].str.contains(r"(?:^|\.)(?:branches|layer\d)", regex=True)]
+    rows = (table.groupby(["node", "operand"], sort=False)
+            .agg(module=("module", "first"), source=("source", "first"), up_levels=("up_levels", "first"),
+                 target_stride=("stride", "first"), max_abs_px=("max_abs_px", "max"),
+                 border_max_abs_px=("border_max_abs_px", "max"))
+            .reset_index().drop(columns=["node"]))
+    rows.insert(0, "order", range(len(rows)))
+    return rows
+
+
+def fusion_points(name: str, input_size, alignments=None) -> pd.DataFrame:
+    """``fusion_points_of`` every variant of model ``name`` at ``input_size`` ('ufpa' at its 32m+1 size)."""
+    return pd.concat([labelled(fusion_points_of(table), name, requested, alignment, size)
+                      for requested, alignment, size, table in variant_audits(name, [input_size], alignments)],
+                     ignore_index=True)
 
 
 def output_grids(names, input_size, alignments=None, heads=("heatmap",)) -> pd.DataFrame:
@@ -260,10 +293,14 @@ def output_grids(names, input_size, alignments=None, heads=("heatmap",)) -> pd.D
                 size = variant_input_size(alignment, input_size)
                 model = create_model(name, alignment=alignment, head=head, input_size=size)
                 pm = model.output_position_map()
+                n_out = model.output_size()[0]
                 rows.append(dict(model=name, head=head, alignment=alignment, input_size=f"{size[0]}x{size[1]}",
                                  output_size="x".join(map(str, model.output_size())),
                                  output_stride=model.output_stride, grid_scale=round(pm.scale, 6),
                                  grid_offset_px=round(pm.offset, 6),
+                                 # the grid's span against the image's samples 0 .. n-1 (height axis)
+                                 first_sample_px=round(float(pm.positions(n_out)[0]), 6),
+                                 last_sample_px=round(float(pm.positions(n_out)[-1]), 6), last_pixel=size[0] - 1,
                                  params=sum(p.numel() for p in model.parameters())))
     return pd.DataFrame(rows)
 

@@ -6,28 +6,58 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
-def misalignment_audit(model: str, sizes, other_models, other_size, cost_size) -> tuple[dict, dict]:
-    """Notebook 03's record: the audit of ``model`` at every size and variant, other families at ``other_size``,
-    output grids of models and heads, parameter and FLOP counts, and the audit's check against real forward passes."""
+def misalignment_audit(model: str, sizes, other_models, other_size, cost_size, focus_size=None) -> tuple[dict, dict]:
+    """Notebook 03's record: the audit of ``model`` at every size and variant (and every fusion point at
+    ``focus_size``, default the first size), other families at ``other_size``, output grids of models and heads,
+    parameter and FLOP counts, and the audit's check against real forward passes."""
     from . import audit, bench
     from .models import ALIGNMENTS, HEADS, create_model
 
-    hrnet = audit.audit_variants(model, sizes)
+    focus_size = tuple(focus_size or sizes[0])
+    summaries, points = [], []
+    for requested, alignment, size, table in audit.variant_audits(model, sizes):
+        summaries.append(audit.labelled(audit.summarize(table), model, requested, alignment, size))
+        if requested == focus_size:
+            points.append(audit.labelled(audit.fusion_points_of(table), model, requested, alignment, size))
+    hrnet = pd.concat(summaries, ignore_index=True)
     others = pd.concat([audit.audit_variants(name, [other_size]) for name in other_models], ignore_index=True)
     grids = audit.output_grids([model] + list(other_models), other_size)
     heads = audit.output_grids([model], other_size, alignments=["baseline", "ufpa"], heads=HEADS)
     costs = pd.DataFrame([bench.model_cost(model, alignment, "heatmap", cost_size) for alignment in ALIGNMENTS]
                          + [bench.model_cost(model, "baseline", head, cost_size) for head in ("udp", "sr", "duc")])
     empirical = audit.empirical_positions(create_model(model, input_size=tuple(other_size)), tuple(other_size))
-    config = {"model": model, "sizes": sizes, "other_models": other_models, "other_size": other_size,
-              "cost_size": cost_size}
-    results = {"hrnet": hrnet.to_dict("records"), "others": others.to_dict("records"),
+    config = {"model": model, "sizes": sizes, "focus_size": list(focus_size), "other_models": other_models,
+              "other_size": other_size, "cost_size": cost_size}
+    results = {"hrnet": hrnet.to_dict("records"), "fusion_points": pd.concat(points, ignore_index=True)
+               .drop(columns=["model", "requested"]).to_dict("records"), "others": others.to_dict("records"),
                "grids": grids.to_dict("records"), "heads": heads.to_dict("records"),
                "costs": costs.to_dict("records"), "empirical_max_dev_px": float(empirical["max_dev_px"].max())}
     return config, results
+
+
+def other_models_summary(record: dict) -> pd.DataFrame:
+    """Notebook 03's table of the other families: worst interior shift per kind of fusion, per model and variant.
+    Kinds: an operand upsampled into the target (``up_levels`` > 0; the border's worst beside it), one that came
+    through a stride-2 op (``up_levels`` = -1: a strided residual projection, or the hourglass' pooled branch
+    before it is upsampled) and one on the target's own grid (0: plain residual adds). "none" marks a model without
+    that kind of fusion (SimpleBaseline never upsamples into a fusion), instead of a NaN."""
+    others = pd.DataFrame(record["others"])
+    kind = np.select([others["up_levels"] > 0, others["up_levels"] < 0], ["upsampled in", "strided in"], "same grid")
+    others = others.assign(kind=kind)
+    rows = []
+    for (model, alignment, size), g in others.groupby(["model", "alignment", "input_size"], sort=False):
+        row = {"model": model, "alignment": alignment, "input_size": size}
+        for name in ("upsampled in", "strided in", "same grid"):
+            k = g[g["kind"] == name]
+            row[f"{name} (px)"] = round(float(k["max_abs_px"].max()), 4) if len(k) else "none"
+        up = g[g["kind"] == "upsampled in"]
+        row["upsampled in, border (px)"] = round(float(up["border_max_abs_px"].max()), 4) if len(up) else "none"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def flip_table(seed: int, n: int = 100, names=("msra", "dark", "udp")) -> list[dict]:
@@ -97,6 +127,10 @@ def audit_findings(record: dict, focus: str) -> str:
     lines.append(f"parameters: {heat['params'].nunique() == 1 and 'equal for every variant' or 'NOT equal'} "
                  f"({int(heat.loc['baseline', 'params']):,}); FLOPs: ufpa at {heat.loc['ufpa', 'input_size']} "
                  f"+{extra:.1f} % over the baseline at {heat.loc['baseline', 'input_size']}")
+    grids = pd.DataFrame(record["grids"])
+    for model, g in grids.groupby("model", sort=False):
+        offsets = ", ".join(f"{a} {o:+g}" for a, o in zip(g["alignment"], g["grid_offset_px"].round(2)))
+        lines.append(f"{model}: heatmap sample o sits at scale*o + offset; offsets (px): {offsets}")
     lines.append(f"the audit agrees with real forward passes to {record['empirical_max_dev_px']:.1e} px")
     return "\n".join(lines)
 
@@ -131,3 +165,82 @@ def measured_cost(results_dir, model: str) -> pd.DataFrame:
                          "vs_baseline": round(row["step_time_ratio_vs_baseline"], 3),
                          "peak_memory_mb": round(row["peak_memory_mb"])})
     return pd.DataFrame(rows)
+
+
+def _upsampled_values(coarse: np.ndarray, mode: str, factor: int, n_target: int) -> np.ndarray:
+    """The real op (``ufpa.ops.upsample``) on 1-D signals (S, n): two identical rows make a 2-D map, so every mode
+    runs as the networks run it; float64."""
+    import torch
+
+    from . import ops
+
+    x = torch.from_numpy(np.repeat(coarse[:, None, None, :], 2, axis=2))
+    y = ops.upsample(x, mode, factor, (2 * factor, n_target))
+    return y[:, 0, 0, :].numpy()
+
+
+def kernel_absorption(n_in: int = 192, level: int = 2, taps: int = 9, n_signals: int = 400, seed: int = 0,
+                      modes=None) -> dict:
+    """Can a learned kernel undo a fusion shift? Branch ``level`` (sampled ideally on its grid) is upsampled into
+    branch 0 with each mode, then a ``taps``-wide 1-D kernel on branch 0 (replicate padding, the kernel a network
+    could learn there) is fitted by least squares to reproduce the signal at branch 0's positions: the best any
+    training could do. Smooth random signals (periods 48..400 px, within the source branch's band) are split half
+    for fitting, half for testing. Per mode: the fitted kernel's centroid (its realised offset, px), the shift that
+    remains at every branch-0 position after it (a ramp through upsample + kernel, as the probe measures positions),
+    and the test error, interior and border. A constant shift is absorbed; a sawtooth, a drift and a border are not,
+    because one kernel acts the same at every position. Modes are (name, upsample mode, input size) triples."""
+    from . import geometry
+
+    rng = np.random.default_rng(seed)
+    modes = modes or [("nearest", "nearest", n_in), ("bilinear", "bilinear", n_in),
+                      ("bilinear_corners", "bilinear_corners", n_in),
+                      ("bilinear_corners at 32m+1", "bilinear_corners", geometry.aligned_size(n_in)),
+                      ("aligned", "aligned", n_in)]
+    factor, r = 2 ** level, taps // 2
+    freq = rng.uniform(1 / 400, 1 / 48, (n_signals, 4))
+    phase = rng.uniform(0, 2 * np.pi, (n_signals, 4))
+    amp = rng.normal(size=(n_signals, 4))
+
+    def signal(x):  # (S, len(x)) smooth signals
+        return np.einsum("sk,skx->sx", amp, np.cos(2 * np.pi * freq[:, :, None] * x[None, None, :] + phase[:, :, None]))
+
+    rows, curves = [], {}
+    for name, mode, n in modes:
+        target = geometry.downsample_path(2)
+        source = geometry.downsample_path(2 + level)
+        n_t, n_s = target.out_size(n), source.out_size(n)
+        t_pos, s_pos = target.positions(n_t), source.positions(n_s)
+        up = _upsampled_values(signal(s_pos), mode, factor, n_t)
+        truth = signal(t_pos)
+        index = np.clip(np.arange(n_t)[:, None] + np.arange(-r, r + 1)[None, :], 0, n_t - 1)  # replicate padding
+        windows = up[:, index]  # (S, n_t, taps)
+        shift_before = geometry.fusion_shift(target, source.then(geometry.upsample(mode, n_s, n_t, factor)), n)
+        # fitted where the kernel does best: every tap reads an unclamped upsampled sample and none is padding (the
+        # rest is the "border")
+        interior = (shift_before.interior[index].all(axis=1) & (np.arange(n_t) >= r) & (np.arange(n_t) < n_t - r))
+        fit, test = slice(0, n_signals // 2), slice(n_signals // 2, None)
+        weights, *_ = np.linalg.lstsq(windows[fit][:, interior].reshape(-1, taps), truth[fit][:, interior].reshape(-1),
+                                      rcond=None)
+        err = np.abs(windows[test] @ weights - truth[test])
+        ramp = _upsampled_values(s_pos[None, :], mode, factor, n_t)[0]
+        realised = (ramp[index] @ weights) / weights.sum()
+        remaining = realised - t_pos
+        centroid = float((np.arange(-r, r + 1) @ weights) / weights.sum() * target.scale)
+        rows.append({"mode": name, "input_size": n,
+                     "shift_before_max_px": float(np.abs(shift_before.shift[interior]).max()),
+                     "kernel_centroid_px": centroid,
+                     "remaining_interior_max_px": float(np.abs(remaining[interior]).max()),
+                     "remaining_border_max_px": float(np.abs(remaining[~interior]).max()) if (~interior).any() else 0.0,
+                     "test_rmse_interior": float(np.sqrt((err[:, interior] ** 2).mean())),
+                     "test_rmse_border": float(np.sqrt((err[:, ~interior] ** 2).mean())) if (~interior).any() else 0.0})
+        curves[name] = {"position_px": t_pos.tolist(), "shift_before_px": shift_before.sampled_shift.tolist(),
+                        "shift_after_px": remaining.tolist()}
+    return {"config": {"n_in": n_in, "level": level, "taps": taps, "n_signals": n_signals, "seed": seed},
+            "rows": rows, "curves": curves}
+
+
+def absorption_findings(result: dict) -> str:
+    """Notebook 02's closing lines on the learned-kernel experiment, from its record."""
+    rows = {r["mode"]: r for r in result["rows"]}
+    return "; ".join(f"{name}: {r['shift_before_max_px']:.1f} px before, {r['remaining_interior_max_px']:.2f} px after the "
+                     f"best kernel (border {r['remaining_border_max_px']:.1f} px)" for name, r in rows.items())

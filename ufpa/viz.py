@@ -45,11 +45,16 @@ def sampling_panel(ax, n_in: int, mode: str, target_convs: int = 1, source_convs
     for xt, dx in zip(target_x, shift):
         if abs(dx) > 1e-9:
             ax.annotate("", xy=(xt + dx, 0.0), xytext=(xt, 0.45), arrowprops=dict(arrowstyle="->", color="#d62728"))
+            ax.text(xt + dx / 2, 0.5, f"{dx:+.2f}", ha="center", va="bottom", fontsize=7, color="#d62728")
+    # the image covers [-1/2, n-1/2]: pixel i is the unit cell around its centre i
+    ax.axvspan(-0.5, n_in - 0.5, ymin=0.86, ymax=0.98, color="#56b4e9", alpha=0.25, lw=0)
+    for edge in (-0.5, n_in - 0.5):
+        ax.axvline(edge, color="#56b4e9", lw=1.0, ls="--", zorder=0)
     worst = np.max(np.abs(shift))
     ax.set_yticks(list(ys.values()), list(ys.keys()))
     ax.set_ylim(-0.6, 3.6)
-    ax.set_xlim(-1, n_in)
-    ax.set_xlabel("input pixel coordinate x")
+    ax.set_xlim(-1.5, n_in + 0.5)
+    ax.set_xlabel("input pixel coordinate x (px); dashed: image extent [-1/2, n-1/2]; red: shift in px")
     ax.set_title(title or f"{MODE_LABELS[mode]}, input {n_in}: worst shift {worst:g} px", fontsize=10)
     return shift
 
@@ -70,6 +75,54 @@ def sampling_illustration(path: str | os.PathLike | None = None):
     if path is not None:
         _save(fig, path)
     return fig, shifts
+
+
+def shift_profiles(n_in: int = 192, levels=(1, 2, 3), path=None):
+    """Static: shift into branch 0 against the target position for every upsampling mode (one panel each, plus the
+    corner-aligned mode at the 32m+1 size), one line per source branch; what the ops really read (borders included)."""
+    panels = [(mode, n_in) for mode in geometry.UPSAMPLE_MODES]
+    panels.insert(3, ("bilinear_corners", geometry.aligned_size(n_in)))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.2), sharey=True, constrained_layout=True)
+    shades = dict(zip(levels, ("#56b4e9", "#e69f00", "#cc79a7", "#009e73")))
+    for ax, (mode, n) in zip(axes, panels):
+        for level in levels:
+            fs = geometry.multiscale_fusion_shift(n, level, 0, mode)
+            x = geometry.downsample_path(2).positions(len(fs.shift))
+            ax.plot(x, fs.sampled_shift, drawstyle="steps-mid", color=shades[level], label=f"branch {level} (x{2 ** level})")
+        ax.axhline(0, color="0.6", lw=0.8)
+        for edge in (-0.5, n - 0.5):
+            ax.axvline(edge, color="#56b4e9", lw=0.8, ls="--")
+        ax.set_title(f"{MODE_LABELS[mode]}\ninput {n}", fontsize=9, color=MODE_COLORS[mode])
+        ax.set_xlabel("target position x (input px)")
+    axes[0].set_ylabel("shift (input px)")
+    axes[0].legend(fontsize=7, loc="lower left")
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def absorption_plot(result: dict, path=None):
+    """Shift into branch 0 before (thin) and after (thick) the best learned kernel, per mode: a constant shift is
+    absorbed, a sawtooth, a drift and the border bands are not (``study.kernel_absorption``)."""
+    curves = result["curves"]
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.1 * len(curves), 3.2), sharey=True, constrained_layout=True)
+    for ax, (name, c) in zip(np.atleast_1d(axes), curves.items()):
+        mode = "bilinear_corners" if name.startswith("bilinear_corners") else name
+        colour = MODE_COLORS.get(mode, "k")
+        ax.plot(c["position_px"], c["shift_before_px"], drawstyle="steps-mid", color=colour, lw=0.8, alpha=0.6,
+                label="upsampled")
+        ax.plot(c["position_px"], c["shift_after_px"], color=colour, lw=2.0, label="after the learned kernel")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set_title(name, fontsize=9, color=colour)
+        ax.set_xlabel("branch-0 position x (input px)")
+    np.atleast_1d(axes)[0].set_ylabel("shift (input px)")
+    np.atleast_1d(axes)[0].legend(fontsize=7, loc="lower left")
+    cfg = result["config"]
+    fig.suptitle(f"branch {cfg['level']} into branch 0, input {cfg['n_in']}: the best {cfg['taps']}-tap kernel "
+                 "(least squares) can remove a constant shift only", fontsize=10)
+    if path is not None:
+        _save(fig, path)
+    return fig
 
 
 def misalignment_animation(path: str | os.PathLike, n_in: int = 192, levels=(1, 2, 3)):
@@ -135,21 +188,88 @@ def _save(fig, path):
     os.replace(tmp, path)
 
 
-def fusion_misalignment_plot(table, path=None, stride: float = 4.0):
-    """Worst interior and border shift per upsampling depth and variant, for fusions into one target stride."""
-    import seaborn as sns
+VARIANT_COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
+                   "ufpa_any": "#d55e00"}  # Okabe-Ito, the same colour per variant in every figure
+_LEVEL_COLOURS = {0: "#999999", 1: "#56b4e9", 2: "#e69f00", 3: "#cc79a7"}
 
-    data = table[(table["stride"] == stride) & (table["up_levels"] > 0)].melt(
-        id_vars=["alignment", "up_levels", "input_size"], value_vars=["max_abs_px", "border_max_abs_px"],
-        var_name="outputs", value_name="worst shift (input px)")
-    data["outputs"] = data["outputs"].map({"max_abs_px": "interior", "border_max_abs_px": "border"})
-    grid = sns.catplot(data=data, x="up_levels", y="worst shift (input px)", hue="alignment", col="outputs",
-                       kind="bar", errorbar=None, height=3.4, aspect=1.2)
-    grid.set_axis_labels("levels k below the target (upsampled x2^k)", "worst shift (input px)")
-    grid.figure.suptitle(f"fusions into the stride-{stride:g} branch", y=1.02)
+
+def _hrnet_unit(module: str) -> str:
+    """'stages.1.0' -> 'stage 3, module 1': HRNet's papers number stages from 1 (the stem's stage) and the first
+    multi-branch stage is 2."""
+    parts = module.split(".")
+    if len(parts) == 3 and parts[0] == "stages":
+        return f"stage {int(parts[1]) + 2}, module {int(parts[2]) + 1}"
+    return module
+
+
+def fusion_points_plot(points, path=None):
+    """Worst shift of every incoming tensor at every cross-resolution fusion, in network order, one panel per variant.
+    Filled markers: interior outputs; open markers: border outputs. Zeros are drawn, not left out."""
+    variants = list(dict.fromkeys(points["alignment"]))
+    fig, axes = plt.subplots(len(variants), 1, figsize=(11, 1.45 * len(variants) + 0.8), sharex=True, sharey=True,
+                             constrained_layout=True)
+    top = max(float(points[["max_abs_px", "border_max_abs_px"]].max().max()), 1.0)
+    for ax, variant in zip(np.atleast_1d(axes), variants):
+        p = points[points["alignment"] == variant]
+        for level, colour in _LEVEL_COLOURS.items():
+            q = p[p["up_levels"] == level]
+            label = "strided convs in" if level == 0 else f"upsampled x{2 ** level}"
+            ax.scatter(q["order"], q["max_abs_px"], s=16, color=colour, label=label, zorder=3, clip_on=False)
+            ax.scatter(q["order"], q["border_max_abs_px"], s=22, facecolors="none", edgecolors=colour, lw=0.9,
+                       zorder=3, clip_on=False)
+        starts = p.groupby("module", sort=False)["order"].min()
+        for module, start in starts.items():
+            ax.axvline(start - 0.5, color="0.85", lw=0.6, zorder=1)
+        ax.set_ylim(-0.04 * top, 1.08 * top)
+        ax.set_ylabel("|shift| (px)")
+        ax.set_title(f"{variant} at {p['input_size'].iloc[0]}", fontsize=9, loc="left",
+                     color=VARIANT_COLOURS.get(variant, "k"))
+    last = np.atleast_1d(axes)[-1]
+    p = points[points["alignment"] == variants[0]]
+    starts = p.groupby("module", sort=False)["order"].agg(["min", "max"])
+    last.set_xticks([(a + b) / 2 for a, b in starts.values])
+    last.set_xticklabels([_hrnet_unit(m) for m in starts.index], rotation=60, fontsize=7, ha="right")
+    last.set_xlabel("fusion unit in network order (each dot: one incoming branch into one target branch)")
+    np.atleast_1d(axes)[0].legend(fontsize=7, ncol=4, loc="upper left", title="filled: interior, open: border",
+                                  title_fontsize=7)
     if path is not None:
-        _save(grid.figure, path)
-    return grid.figure
+        _save(fig, path)
+    return fig
+
+
+def shift_map(input_size, level: int = 3, variants=None, path=None):
+    """|shift| over the image of branch ``level`` upsampled into branch 0 (2-D: both axes), what the ops really read,
+    per variant; 'ufpa' at its 32m+1 size. Each panel spans the image, extent [-1/2, n-1/2] px."""
+    from .models import ALIGNMENTS
+    from .models._layers import UPSAMPLE_MODE
+
+    variants = list(variants or ALIGNMENTS)
+    fig, axes = plt.subplots(1, len(variants), figsize=(2.3 * len(variants) + 1, 3.6), constrained_layout=True)
+    maps, extents, sizes = [], [], []
+    for variant in variants:
+        size = [geometry.aligned_size(n) if variant == "ufpa" else n for n in input_size]
+        per_axis = [geometry.multiscale_fusion_shift(n, level, 0, UPSAMPLE_MODE[variant]) for n in size]
+        maps.append(np.hypot(per_axis[0].sampled_shift[:, None], per_axis[1].sampled_shift[None, :]))
+        target = geometry.downsample_path(2)  # branch 0: each fused sample drawn as the stride-4 cell around it
+        (y0, y1), (x0, x1) = [target.positions(len(a.shift))[[0, -1]] for a in per_axis]
+        half = target.scale / 2
+        extents.append([x0 - half, x1 + half, y1 + half, y0 - half])
+        sizes.append(size)
+    vmax = max(float(m.max()) for m in maps) or 1.0
+    for ax, variant, m, extent, size in zip(axes, variants, maps, extents, sizes):
+        image = ax.imshow(m, extent=extent, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.add_patch(plt.Rectangle((-0.5, -0.5), size[1], size[0], fill=False, ec="#56b4e9", lw=1.0, ls="--"))
+        ax.set_xlim(-8, size[1] + 8)
+        ax.set_ylim(size[0] + 8, -8)
+        ax.set_title(f"{variant} ({size[0]}x{size[1]})", fontsize=9, color=VARIANT_COLOURS.get(variant, "k"))
+        ax.set_xlabel("x (input px)")
+    axes[0].set_ylabel("y (input px)")
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="|shift| (input px)")
+    fig.suptitle(f"branch {level} upsampled x{2 ** level} into branch 0: |shift| at every fused sample "
+                 "(dashed: the image, [-1/2, n-1/2] px)", fontsize=10)
+    if path is not None:
+        _save(fig, path)
+    return fig
 
 
 def corner_error_across_width(path=None, widths=(192, 193), levels=(1, 2, 3)):
@@ -244,15 +364,57 @@ def gallery(image_dir, doc: dict, count: int = 8, columns: int = 4, path=None):
     return Image(filename=str(path))
 
 
-def subpixel_plot(sweeps: dict, path=None):
-    """Signed round-trip error against sub-pixel position, one line per codec (``{name: (fractions, errors)}``)."""
-    fig, ax = plt.subplots(figsize=(6, 3.4), constrained_layout=True)
-    for name, (frac, err) in sweeps.items():
-        ax.plot(frac, err, marker=".", label=name)
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.set_xlabel("keypoint position within a heatmap sample (fraction)")
-    ax.set_ylabel("decoded - true x (heatmap samples)")
-    ax.legend(fontsize=8)
+def subpixel_plot(sweeps: dict, path=None, zoom=("dark", "udp")):
+    """Signed round-trip error against sub-pixel position, one line per codec (``{name: (fractions, errors)}``); a
+    second panel zooms on the sub-sample codecs, whose errors are invisible at MSRA's scale."""
+    styles = {"msra": ("#000000", "-", "o"), "sr": ("#e69f00", "-", "s"), "dark": ("#56b4e9", "-", "^"),
+              "udp": ("#d55e00", "--", "x")}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), constrained_layout=True)
+    for ax, names in zip(axes, (list(sweeps), [n for n in sweeps if n in zoom])):
+        for name in names:
+            frac, err = sweeps[name]
+            colour, ls, marker = styles.get(name, (None, "-", "."))
+            ax.plot(frac, err, color=colour, ls=ls, marker=marker, ms=3, lw=1.2, label=name)
+        ax.axhline(0, color="0.6", lw=0.8, zorder=0)
+        ax.set_xlabel("keypoint position within a heatmap sample (fraction)")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("decoded - true x (heatmap samples)")
+    axes[0].set_title("all codecs", fontsize=9)
+    axes[1].set_title(f"zoom: {', '.join(zoom)} (UDP dashed, drawn over DARK)", fontsize=9)
+    if path is not None:
+        _save(fig, path)
+    return fig
+
+
+def targets_on_crop(image, target, keypoints, visible, codec, path=None):
+    """A training crop (``image``: (3, H, W) normalised as the dataset returns it) with its targets overlaid where
+    the codec's grid puts them: the maximum over keypoints of the heatmaps, each sample drawn as the cell around its
+    position; crosses are the labelled keypoints, and the colour bar is the target value."""
+    from .data.coco import MEAN, STD
+
+    rgb = np.clip((np.asarray(image).transpose(1, 2, 0) * STD + MEAN) / 255.0, 0, 1)
+    heat = np.asarray(target)[: len(keypoints)].max(axis=0)
+    (gy, gx) = codec.grid
+    ys, xs = gy.positions(heat.shape[0]), gx.positions(heat.shape[1])
+    hy, hx = gy.scale / 2, gx.scale / 2
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 4.6), constrained_layout=True)
+    axes[0].imshow(rgb, extent=[-0.5, rgb.shape[1] - 0.5, rgb.shape[0] - 0.5, -0.5])
+    axes[0].set_title("crop", fontsize=9)
+    axes[1].imshow(rgb, extent=[-0.5, rgb.shape[1] - 0.5, rgb.shape[0] - 0.5, -0.5])
+    overlay = axes[1].imshow(heat, extent=[xs[0] - hx, xs[-1] + hx, ys[-1] + hy, ys[0] - hy], cmap="magma",
+                             alpha=0.65, vmin=0, vmax=max(float(heat.max()), 1e-6), interpolation="nearest")
+    labelled = np.asarray(visible) > 0
+    kp = np.asarray(keypoints)
+    axes[1].scatter(kp[labelled, 0], kp[labelled, 1], marker="+", s=30, color="#56b4e9", lw=1.0,
+                    label="labelled keypoints")
+    axes[1].set_title(f"{codec.name} targets on the crop (max over keypoints)", fontsize=9)
+    axes[1].legend(fontsize=7, loc="lower right")
+    for ax in axes:
+        ax.set_xlim(-0.5, rgb.shape[1] - 0.5)
+        ax.set_ylim(rgb.shape[0] - 0.5, -0.5)
+        ax.set_xlabel("x (crop px)")
+    axes[0].set_ylabel("y (crop px)")
+    fig.colorbar(overlay, ax=axes[1], shrink=0.8, label="target value")
     if path is not None:
         _save(fig, path)
     return fig

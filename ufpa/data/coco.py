@@ -296,6 +296,8 @@ def dataset_statistics(doc: dict) -> dict:
     heights = np.array([a["bbox"][3] for a in anns]) if anns else np.zeros(1)
     return {"images": len(doc["images"]), "people": len(anns),
             "people_per_image": {int(n): int((per_image == n).sum()) for n in np.unique(per_image)},
+            "keypoint_counts": {"visible": int((vis == 2).sum()), "occluded": int((vis == 1).sum()),
+                                "unlabelled": int((vis == 0).sum())},
             "keypoints_visible": float((vis == 2).mean()) if vis.size else 0.0,
             "keypoints_occluded": float((vis == 1).mean()) if vis.size else 0.0,
             "keypoints_unlabelled": float((vis == 0).mean()) if vis.size else 0.0,
