@@ -6,12 +6,26 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
+
+
+def _record_out(out):
+    """``--out`` checked before any work: it must name a file (a record), not a folder, so a long run's results are
+    never lost at the end."""
+    if out is None:
+        return None
+    path = Path(out)
+    if path.is_dir():
+        raise SystemExit(f"--out {out} is a folder; name the record file instead, e.g. --out {path / 'record.json'}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise SystemExit(f"--out {out}: {path.parent} is a file, not a folder")
+    return path
 
 
 def _verify(args) -> int:
     from . import probe, records
 
-    out = args.out or records.reports_dir() / "results" / "numerical_verification.json"
+    out = _record_out(args.out) or records.reports_dir() / "results" / "numerical_verification.json"
     _, summary = probe.run_verification(args.cases, args.seed, out, progress=not args.quiet)
     status = "passed" if summary["passed"] else "FAILED"
     print(f"{summary['configs']} configurations {status}: worst interior {summary['worst_interior_px']:.3g} px, "
@@ -85,9 +99,20 @@ def _device_bench(fn, cfg, kind: str, stem: str, out=None):
     return results, out
 
 
+def _bench_config(overrides):
+    from . import bench
+
+    cfg = _parse_overrides(overrides, bench.BenchConfig())
+    try:
+        return bench.validate(cfg)
+    except ValueError as err:
+        raise SystemExit(f"bench: {err}") from err
+
+
 def _bench(args) -> int:
     from . import bench, records
 
+    args.out = _record_out(args.out)
     if args.what in ("codecs", "synth"):
         fn = bench.bench_codecs if args.what == "codecs" else bench.bench_synth
         kwargs = {}
@@ -97,7 +122,12 @@ def _bench(args) -> int:
             if key not in allowed:
                 takes = ", ".join(f"{a}=..." for a in allowed)
                 raise SystemExit(f"bad override {pair!r}: bench {args.what} takes {takes}")
-            kwargs[key] = int(raw)
+            try:
+                kwargs[key] = int(raw)
+            except ValueError:
+                raise SystemExit(f"bad override {pair!r}: {key} must be an integer") from None
+            if kwargs[key] < (0 if key == "seed" else 1):
+                raise SystemExit(f"bad override {pair!r}: {key} must be >= {0 if key == 'seed' else 1}")
         results = fn(**kwargs)
         out = args.out or records.reports_dir() / "results" / f"bench_{args.what}.json"
         records.write_record(out, f"bench_{args.what}", kwargs, results, kwargs.get("seed", 0))
@@ -114,7 +144,7 @@ def _bench(args) -> int:
         print(f"data keeps up with the fastest step: {results['data_keeps_up']}; record: {out}")
         return 0
     if args.what == "profile":
-        cfg = _parse_overrides(args.overrides, bench.BenchConfig())
+        cfg = _bench_config(args.overrides)
         results, out = _device_bench(bench.profile_models, cfg, "profile_models", f"profile_models_{cfg.model}",
                                      args.out)
         for row in results["rows"]:
@@ -124,7 +154,7 @@ def _bench(args) -> int:
         return 0
     if args.what != "models":
         raise SystemExit(f"unknown benchmark {args.what!r}; available: models, profile, train, codecs, synth")
-    cfg = _parse_overrides(args.overrides, bench.BenchConfig())
+    cfg = _bench_config(args.overrides)
     results, out = _device_bench(bench.bench_models, cfg, "bench_models", f"bench_models_{cfg.model}", args.out)
     for row in results["rows"]:
         print(f"{row['variant']:10s} {row['input_size']} {row['images_per_s']:8.2f} img/s  step "
@@ -147,8 +177,11 @@ def _synth(args) -> int:
         cfg = synthetic.synth_config(args.difficulty, height=args.height, width=args.width)
     except ValueError as err:
         raise SystemExit(f"synth: {err}") from err
-    paths = synthetic.generate(args.out, args.train, args.val, args.seed, cfg, workers=args.workers,
-                               progress=not args.quiet)
+    try:
+        paths = synthetic.generate(args.out, args.train, args.val, args.seed, cfg, workers=args.workers,
+                                   progress=not args.quiet)
+    except (ValueError, RuntimeError) as err:
+        raise SystemExit(f"synth: {err}") from err
     for split, path in paths.items():
         print(f"{split}: {path}")
     return 0

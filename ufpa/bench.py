@@ -63,6 +63,31 @@ class BenchConfig:
     interleave: bool = True  # time all variants in one process, one step each per round (False: one process each)
 
 
+def validate(cfg: BenchConfig) -> BenchConfig:
+    """Every field checked before anything runs; errors name the field and what is valid."""
+    from .models import ALIGNMENTS, list_models
+    from .models._layers import PADDINGS
+
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(msg)
+
+    need(cfg.model in list_models(), f"model={cfg.model!r}: choose one of {list_models()}")
+    need(len(cfg.input_size) == 2 and min(cfg.input_size) >= 32, f"input_size={list(cfg.input_size)}: use [H, W] >= 32")
+    need(len(cfg.variants) > 0, "variants is empty: name at least one, e.g. variants=['baseline','ufpa']")
+    for spec in cfg.variants:
+        alignment, _, padding = spec.partition(":")
+        need(alignment in ALIGNMENTS and (not padding or padding in PADDINGS),
+             f"variant {spec!r}: use alignment[:padding] with alignment one of {ALIGNMENTS} and padding one of "
+             f"{PADDINGS}")
+    for name, low in (("batch", 1), ("steps", 1), ("warmup", 0), ("threads", 0), ("seed", 0)):
+        need(getattr(cfg, name) >= low, f"{name}={getattr(cfg, name)}: must be >= {low}")
+    need(cfg.device == "cpu" or cfg.device.startswith("cuda"), f"device={cfg.device!r}: use cpu, cuda or cuda:N")
+    need(not cfg.cuda_graph or cfg.device.startswith("cuda"),
+         "cuda_graph=True needs a CUDA device; on CPU use cuda_graph=False")
+    return cfg
+
+
 def _step_fn(model, x, target, bf16):
     def step():
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):

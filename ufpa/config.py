@@ -103,3 +103,25 @@ def check_parameter(name: str, value, ok: bool, valid: str):
     if not ok:
         raise ValueError(f"notebook parameter {name}={value!r} is not valid: {name} must be {valid}; pass another "
                          f"with papermill, e.g. `-p {name} VALUE`, or edit the parameters cell")
+
+
+_KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+def check_known_parameters(namespace: dict, known) -> None:
+    """Refuse a notebook parameter the notebook does not have: papermill only warns about ``-p n_case 1000`` and the
+    notebook would run its defaults. Call it in the cell after the parameters (papermill's injected cell comes
+    before); modules, functions and private names are not parameters."""
+    import types as _types
+
+    known = set(known)
+    unknown = sorted(k for k, v in namespace.items()
+                     if not k.startswith("_") and k not in known and k not in _KERNEL_NAMES
+                     and not callable(v) and not isinstance(v, _types.ModuleType))
+    if unknown:
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ValueError(f"unknown notebook parameter {', '.join(hints)}; this notebook's parameters are "
+                         f"{', '.join(sorted(known))} (papermill passes them with -p NAME VALUE)")

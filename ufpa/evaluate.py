@@ -38,20 +38,39 @@ def _load_gt(gt_json):
             raise ValueError(f"{path} is not valid JSON ({err}); regenerate or re-download it") from err
 
 
+def _finite_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
 def load_results(results) -> list[dict]:
-    """A results list, or the path of a COCO results file."""
+    """A results list, or the path of a COCO results file, checked entry by entry: a NaN keypoint or score would be
+    scored by pycocotools as a match (AP 1.0), so every value must be a finite number."""
     if isinstance(results, (str, os.PathLike)):
         path = Path(results)
         if not path.is_file():
             raise FileNotFoundError(f"no results file at {path}")
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"results file {path} is not valid JSON ({err}); write it again") from err
     if not isinstance(results, list):
         raise ValueError("results must be a list of COCO result dicts (or the path of a JSON file holding one)")
-    for i, r in enumerate(results[:50]):
+    for i, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise ValueError(f"result {i} is a {type(r).__name__}, not a dict with image_id, category_id, keypoints "
+                             "and score")
         missing = {"image_id", "category_id", "keypoints", "score"} - set(r)
         if missing:
             raise ValueError(f"result {i} lacks {sorted(missing)}: each needs image_id, category_id, keypoints "
                              "[x1, y1, s1, ...] and score")
+        kps = r["keypoints"]
+        if not isinstance(kps, list) or len(kps) % 3 or not all(_finite_number(v) for v in kps):
+            raise ValueError(f"result {i} (image {r['image_id']}): keypoints must be a flat list [x1, y1, s1, ...] "
+                             "of finite numbers; NaN or inf would score as a perfect match in pycocotools, so no AP "
+                             "is computed from it (the model diverged or its output was not decoded)")
+        if not _finite_number(r["score"]):
+            raise ValueError(f"result {i} (image {r['image_id']}): score {r['score']!r} is not a finite number; "
+                             "fix the scoring (box score x keypoint score) before evaluating")
     return results
 
 
@@ -67,6 +86,16 @@ def coco_keypoint_ap(gt_json, results) -> dict:
     if unknown:
         raise ValueError(f"results name {len(unknown)} image ids absent from the ground truth, e.g. "
                          f"{sorted(unknown)[:5]}")
+    categories = {r["category_id"] for r in results} - set(gt.getCatIds())
+    if categories:
+        raise ValueError(f"results name category ids {sorted(categories)} absent from the ground truth (its "
+                         f"categories: {sorted(gt.getCatIds())}); they would score AP 0 silently: use the ground "
+                         "truth's person category id")
+    k = len(gt.loadCats(gt.getCatIds())[0].get("keypoints", [])) or 17
+    wrong = [i for i, r in enumerate(results) if len(r["keypoints"]) != 3 * k]
+    if wrong:
+        raise ValueError(f"{len(wrong)} results have a keypoint count other than the ground truth's {k} (e.g. "
+                         f"result {wrong[0]}: {len(results[wrong[0]]['keypoints']) // 3})")
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         ev = COCOeval(gt, dt, "keypoints")
@@ -84,6 +113,12 @@ def to_coco_results(image_ids, keypoints, keypoint_scores, box_scores=None, cate
     keypoint_scores = np.asarray(keypoint_scores, dtype=np.float64)
     n = len(keypoints)
     box_scores = np.ones(n) if box_scores is None else np.asarray(box_scores, dtype=np.float64)
+    for name, values in (("keypoints", keypoints), ("keypoint scores", keypoint_scores), ("box scores", box_scores)):
+        bad = ~np.isfinite(values.reshape(n, -1)).all(axis=1) if n else np.zeros(0, bool)
+        if bad.any():
+            raise ValueError(f"{int(bad.sum())} of {n} predictions have non-finite {name} (NaN or inf), e.g. image "
+                             f"{int(np.asarray(image_ids)[bad][0])}: the model diverged or its input was bad; no "
+                             "results are written from them")
     out = []
     for i in range(n):
         ks = keypoint_scores[i]
@@ -96,7 +131,9 @@ def to_coco_results(image_ids, keypoints, keypoint_scores, box_scores=None, cate
 
 
 def write_results(path, results: list[dict]) -> Path:
-    return atomic_write_text(path, json.dumps(results))
+    """A COCO results file, atomically; NaN or inf anywhere is refused (it is not JSON) before anything is written."""
+    load_results(results)
+    return atomic_write_text(path, json.dumps(results, allow_nan=False))
 
 
 def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.05, 0.1, 0.2)) -> dict:

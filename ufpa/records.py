@@ -27,6 +27,23 @@ def reports_dir(default: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     return Path(os.environ.get("UFPA_REPORTS_DIR") or default)
 
 
+def notebook_reports_dir(reports: str) -> Path:
+    """A notebook's ``reports`` parameter made explicit: ``$UFPA_REPORTS_DIR`` when set (said aloud, never silently),
+    else ``reports``. A relative path depends on the working directory, so it must already exist: from the repo
+    root the default '../reports' would leave the repository."""
+    env = os.environ.get("UFPA_REPORTS_DIR")
+    if env:
+        print(f"UFPA_REPORTS_DIR is set: records and figures go to {env} (not reports={reports!r})")
+        return Path(env)
+    path = Path(reports)
+    if not path.is_absolute() and not path.is_dir():
+        raise ValueError(f"notebook parameter reports={reports!r} names no folder from the working directory "
+                         f"{Path.cwd()}: run papermill with --cwd notebooks (where the default '../reports' is the "
+                         "repository's reports/), or pass -p reports with an existing folder or an absolute path")
+    print(f"records and figures go to {path.resolve()}")
+    return path
+
+
 def _git(*args: str) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
@@ -69,19 +86,25 @@ def provenance(seed: int | None = None) -> dict:
     }
 
 
-def _clean(value):
-    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None (JSON has no NaN)."""
+def _clean(value, where: str = "record"):
+    """JSON-safe copy: numpy scalars/arrays to Python, non-finite floats to None (JSON has no NaN; a missing metric
+    reads as null, never as a number). Anything else that JSON cannot hold is an error naming its key."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [_clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
+        return _clean(value.tolist(), where)
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"{where} is a {type(value).__name__} ({value!r:.80}), which a JSON record cannot hold; convert it "
+                    "to a number, string, list or dict before writing the record")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -104,8 +127,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def write_record(path: str | os.PathLike, kind: str, config: dict, results: dict, seed: int | None = None) -> Path:
     """Write a results record; returns its path."""
-    record = {"schema": SCHEMA, "kind": kind, "config": _clean(config), "results": _clean(results),
-              "provenance": provenance(seed)}
+    record = {"schema": SCHEMA, "kind": kind, "config": _clean(config, "config"),
+              "results": _clean(results, "results"), "provenance": provenance(seed)}
     return atomic_write_text(path, json.dumps(record, indent=1) + "\n")  # insertion order: readable, deterministic
 
 
@@ -116,8 +139,9 @@ def read_record(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise FileNotFoundError(f"no results record at {path}; run the notebook or command that writes it first")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); delete it and re-run the step that writes it") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON text ({err}); it may be half-written or not a record: delete it "
+                         "and re-run the step that writes it") from err
     if not isinstance(record, dict):
         raise ValueError(f"{path} is not a ufpa results record (its JSON is {type(record).__name__}, not an object); "
                          f"re-run the step that writes it")

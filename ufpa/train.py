@@ -380,8 +380,23 @@ def save_checkpoint(path: Path, state: dict):
         tmp.unlink(missing_ok=True)
 
 
+CHECKPOINT_KEYS = ("config", "model", "optimizer", "rng", "epoch", "history", "elapsed_s")
+
+
 def load_checkpoint(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A run's checkpoint (tensors and plain data only: ``weights_only``), or an error naming the file and the fix
+    when it is truncated, corrupt or not a ufpa checkpoint."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it is truncated "
+                         f"or corrupt: delete it (the run restarts from scratch) or its run folder {path.parent}") from err
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a ufpa training checkpoint (it lacks {missing}); delete it or its run "
+                         f"folder {path.parent}")
+    return state
 
 
 # --- the loop -------------------------------------------------------------------------------------------------------
@@ -448,7 +463,11 @@ def train(cfg: TrainConfig) -> Path:
         state = load_checkpoint(ckpt_path)
         if _semantic(state["config"]) != _semantic(cfg):
             raise ValueError(f"{ckpt_path} belongs to a different config; delete {directory} to start over")
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as err:  # same config hash, other weights: a file copied in from elsewhere
+            raise ValueError(f"{ckpt_path} holds weights of another model than {cfg.model} ({cfg.alignment}): "
+                             f"{str(err)[:200]}; delete {directory} to start over") from err
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed_s"]
@@ -635,12 +654,17 @@ def load_run(record: str | os.PathLike):
 
 # --- notebooks -------------------------------------------------------------------------------------------------------
 
+NOTEBOOK_EXTRA_PARAMETERS = ("synth", "compare_with", "show")  # notebook 05's parameters beyond TrainConfig
+
+
 def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
     """The TrainConfig of notebook 05's parameters (every field is a parameter there), checked and with relative
     paths taken from the repository root; generates the SynthPose dataset ``synth`` describes if ``data`` is missing.
     """
     from . import config
 
+    config.check_known_parameters(namespace, [f.name for f in dataclasses.fields(TrainConfig)]
+                                  + list(NOTEBOOK_EXTRA_PARAMETERS))
     cfg = config.replace(TrainConfig(), {f.name: namespace[f.name] for f in dataclasses.fields(TrainConfig)
                                          if f.name in namespace})
     for name in ("data", "out", "reports"):
@@ -661,7 +685,10 @@ def load_model(cfg: TrainConfig, device="cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint for run {run_id(cfg)} at {path}; train it first")
     model, codec, _, _ = build(cfg, datasets=False)
-    model.load_state_dict(load_checkpoint(path)["model"])
+    state = load_checkpoint(path)
+    if _semantic(state["config"]) != _semantic(cfg):
+        raise ValueError(f"{path} belongs to a different config than run {run_id(cfg)}; re-train it")
+    model.load_state_dict(state["model"])
     return model.to(device).eval(), codec
 
 

@@ -28,6 +28,13 @@ def _as_numpy(output) -> np.ndarray:
     return np.asarray(output, dtype=np.float32)
 
 
+def check_positive(**values) -> None:
+    """Codec settings that must be finite and > 0 (a NaN passes a ``<= 0`` check, so test finiteness first)."""
+    for name, value in values.items():
+        if value is None or not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}={value!r}: must be a finite number > 0")
+
+
 def unbiased_grid(input_len: int, output_len: int) -> geometry.PositionMap:
     """UDP's mapping along one axis: a corner-aligned resize of the input onto the output, x = o (W-1)/(w-1)."""
     return geometry.resize(input_len, output_len, align_corners=True)
@@ -79,6 +86,11 @@ class Codec:
         if output.ndim != 4 or output.shape[2:] != (h, w) or output.shape[1] % self.channels_per_keypoint:
             raise ValueError(f"{self.name} decodes (N, C, {h}, {w}) outputs with C a multiple of "
                              f"{self.channels_per_keypoint}, got shape {output.shape}")
+        bad = ~np.isfinite(output)
+        if bad.any():  # argmax would land on a NaN and report it as a keypoint
+            raise ValueError(f"{self.name} cannot decode an output with {int(bad.sum())} non-finite values (NaN or "
+                             f"inf) in {int(bad.any(axis=(1, 2, 3)).sum())} of {len(output)} items: the model "
+                             "diverged or its input was bad; check the loss curve and the input before decoding")
         return output
 
     # --- flip ------------------------------------------------------------------------------------------------------

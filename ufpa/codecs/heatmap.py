@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ._base import Codec
+from ._base import Codec, check_positive
 
 
 def gaussian_heatmaps(uv: np.ndarray, valid: np.ndarray, size, sigma: float, radius: float | None) -> np.ndarray:
@@ -99,8 +99,7 @@ class GaussianCodec(Codec):
                  refine: str = "dark", blur_kernel: int = 11, truncate: float | None = None):
         super().__init__(input_size, heatmap_size, grid)
         self.sigma = float(sigma) if sigma is not None else self.heatmap_size[1] / 24
-        if self.sigma <= 0:
-            raise ValueError(f"sigma must be > 0 heatmap samples, got {sigma}")
+        check_positive(sigma=self.sigma)
         if refine not in ("none", "quarter", "dark"):
             raise ValueError(f"refine must be 'none', 'quarter' or 'dark', got {refine!r}")
         if blur_kernel < 1 or blur_kernel % 2 == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import Codec
+from ._base import Codec, check_positive
 from .heatmap import argmax_2d, gaussian_heatmaps
 
 
@@ -22,8 +22,7 @@ class UDPCodec(Codec):
                  kpd: float = 4.0):
         super().__init__(input_size, heatmap_size, grid)
         self.sigma = float(sigma) if sigma is not None else self.heatmap_size[1] / 24
-        if self.sigma <= 0 or locref_stdev <= 0 or kpd <= 0:
-            raise ValueError("sigma, locref_stdev and kpd must be > 0")
+        check_positive(sigma=self.sigma, locref_stdev=float(locref_stdev), kpd=float(kpd))
         self.locref_stdev, self.kpd = float(locref_stdev), float(kpd)
 
     def encode(self, keypoints, visible=None) -> dict:

@@ -114,10 +114,65 @@ def load_annotations(ann_file) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
                          "regenerate or re-download it") from err
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is not a COCO keypoint file: its JSON is {type(doc).__name__}, not an object with "
+                         "images, annotations and categories")
     missing = [k for k in ("images", "annotations", "categories") if k not in doc]
     if missing:
         raise ValueError(f"{path} is not a COCO keypoint file: it lacks {missing}")
+    check_annotations(doc, path)
     return doc
+
+
+def _finite(values, n: int | None = None) -> bool:
+    if not isinstance(values, (list, tuple)) or (n is not None and len(values) != n):
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def check_annotations(doc: dict, path="annotations") -> None:
+    """Every entry the loader reads, checked once: a NaN keypoint or box would otherwise become a labelled keypoint or
+    a valid instance. Errors name the entry and the fix."""
+    fix = "fix or regenerate the file (python -m ufpa synth) / re-download it"
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(doc[key], list):
+            raise ValueError(f"{path}: '{key}' must be a list, got {type(doc[key]).__name__}; {fix}")
+    if not doc["categories"]:
+        raise ValueError(f"{path}: 'categories' is empty; a keypoint file needs its person category (with its "
+                         f"'keypoints' names); {fix}")
+    for i, im in enumerate(doc["images"]):
+        if not isinstance(im, dict) or any(k not in im for k in ("id", "file_name", "width", "height")):
+            raise ValueError(f"{path}: images[{i}] lacks one of id, file_name, width, height ({im!r:.120}); {fix}")
+        if not _finite([im["width"], im["height"]]) or min(im["width"], im["height"]) <= 0:
+            raise ValueError(f"{path}: image {im['id']} has width/height {im['width']!r}x{im['height']!r}; {fix}")
+    for i, ann in enumerate(doc["annotations"]):
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise ValueError(f"{path}: annotations[{i}] lacks image_id ({ann!r:.120}); {fix}")
+        name = f"annotation {ann.get('id', f'#{i}')} (image {ann['image_id']})"
+        if "bbox" not in ann:
+            raise ValueError(f"{path}: {name} lacks bbox [x, y, w, h]; {fix}")
+        if not _finite(ann["bbox"], 4):
+            raise ValueError(f"{path}: {name} has bbox {ann['bbox']!r}, not four finite numbers; {fix}")
+        if "keypoints" in ann and not _finite(ann["keypoints"]):
+            raise ValueError(f"{path}: {name} has keypoints that are not all finite numbers (NaN, inf or text); "
+                             f"an unlabelled keypoint is [0, 0, 0]; {fix}")
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why an image file cannot be used, checked up front (a zero-byte or truncated file would otherwise fail, or
+    decode half grey, mid-training); None if it looks whole."""
+    size = path.stat().st_size
+    if size == 0:
+        return "zero bytes"
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg", ".png"):
+        with open(path, "rb") as fh:
+            fh.seek(max(size - 4096, 0))
+            tail = fh.read()
+        end = b"\xff\xd9" if suffix != ".png" else b"IEND"
+        if end not in tail:
+            return "truncated (no end-of-image marker)"
+    return None
 
 
 class CocoKeypoints:
@@ -144,6 +199,10 @@ class CocoKeypoints:
         person = coco.getCatIds(catNms=["person"]) or sorted(coco.cats)[:1]
         self.categories = coco.loadCats(person)
         self.num_keypoints = len(self.categories[0].get("keypoints", [])) or 17
+        if self.augment.flip and self.num_keypoints != len(FLIP_PAIRS) * 2 + 1:
+            raise ValueError(f"category {self.categories[0].get('name')!r} has {self.num_keypoints} keypoints, but flip "
+                             f"augmentation swaps COCO's 17 (left/right pairs {FLIP_PAIRS}); pass "
+                             "augment=Augment(flip=0, ...) (train flip=0.0) for other keypoint sets")
         images = {}
         for im in coco.imgs.values():
             images[im["id"]] = (_inside_root(self.image_dir, im["file_name"]), int(im["width"]), int(im["height"]))
@@ -151,6 +210,14 @@ class CocoKeypoints:
         if missing and not skip_missing_images:
             raise FileNotFoundError(f"{len(missing)} of {len(images)} images are missing, e.g. {missing[:5]}; fix "
                                     "image_dir or pass skip_missing_images=True to skip them (counted in report)")
+        broken = {str(p): why for p, _, _ in images.values()
+                  if str(p) not in set(missing) and (why := _image_problem(p))}
+        if broken and not skip_missing_images:
+            first = next(iter(broken.items()))
+            raise ValueError(f"{len(broken)} of {len(images)} images are unreadable, e.g. {first[0]}: {first[1]}; "
+                             "regenerate or re-download them, or pass skip_missing_images=True to skip them "
+                             "(counted in report)")
+        missing = missing + list(broken)
         missing = set(missing)
         self.report.images = len(images) - len(missing)
         source = (coco.loadAnns(coco.getAnnIds(catIds=person)) if detections is None
@@ -176,9 +243,19 @@ class CocoKeypoints:
             path = Path(detections)
             if not path.is_file():
                 raise FileNotFoundError(f"no detection results file at {path}")
-            detections = json.loads(path.read_text())
+            try:
+                detections = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"detection results file {path} is not valid JSON ({err}); write it again") from err
+        if not isinstance(detections, list):
+            raise ValueError("detections must be a list of COCO detection results (image_id, category_id, bbox, score)")
         out = []
-        for det in detections:
+        for i, det in enumerate(detections):
+            if not isinstance(det, dict) or "image_id" not in det or not _finite(det.get("bbox"), 4):
+                raise ValueError(f"detection {i} needs image_id and a bbox of four finite numbers, got {det!r:.120}")
+            if not _finite([det.get("score", 1.0)]):
+                raise ValueError(f"detection {i} (image {det['image_id']}) has score {det.get('score')!r}; a NaN score "
+                                 "passes no threshold test honestly: fix the detector output")
             if det.get("category_id", 1) != 1:
                 continue
             if det.get("score", 1.0) < threshold:
@@ -248,7 +325,8 @@ class CocoKeypoints:
         matrix, flip = self.sample_transform(inst, self._rng(index))
         image = cv2.imread(str(inst.file), cv2.IMREAD_COLOR)
         if image is None:
-            raise OSError(f"cannot read image {inst.file}")
+            raise OSError(f"cannot decode image {inst.file} (not an image, or damaged after the dataset was loaded); "
+                          "regenerate or re-download it")
         H, W = self.input_size
         crop = cv2.warpAffine(image, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         crop = (crop[..., ::-1].astype(np.float32) - MEAN) / STD

@@ -20,6 +20,7 @@ writes the same bytes however many processes run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -478,9 +479,61 @@ def generate(out: str | os.PathLike, train: int = 2000, val: int = 200, seed: in
     images; running again rewrites the same bytes.
     """
     cfg = cfg or SynthConfig()
-    if train < 0 or val < 0 or train + val == 0:
+    # everything is checked before the folder is touched: a bad option must not cost an existing dataset its files
+    for name, value in (("train", train), ("val", val), ("seed", seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name}={value!r}: must be an integer >= 0")
+    if train + val == 0:
         raise ValueError(f"ask for at least one image (train={train}, val={val})")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers={workers!r}: must be an integer >= 1")
+    if not isinstance(cfg, SynthConfig) or min(cfg.height, cfg.width) < 32:
+        raise ValueError(f"cfg must be a SynthConfig with height and width >= 32, got {cfg!r:.120}")
     out = Path(out)
+    with _lock(out):
+        return _generate(out, train, val, seed, cfg, workers, progress)
+
+
+@contextlib.contextmanager
+def _lock(out: Path):
+    """One writer per dataset folder: ``out/.synth.lock`` holds the writer's pid. A lock whose process is gone (a
+    killed run on this machine) is taken over; a live one is refused."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / ".synth.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RuntimeError(f"another synth run (pid {pid}) is writing {out}; wait for it to finish, or use "
+                                   f"another --out. If no run is active, delete {lock}") from None
+            lock.unlink(missing_ok=True)  # stale: its writer is gone
+    else:
+        raise RuntimeError(f"cannot take the lock {lock}; delete it if no synth run is active")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _generate(out: Path, train: int, val: int, seed: int, cfg: SynthConfig, workers: int, progress: bool) -> dict:
     paths = {}
     for split, count in (("train", train), ("val", val)):
         if count == 0:

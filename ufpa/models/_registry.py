@@ -5,6 +5,8 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 
+import torch
+
 _MODELS: dict[str, Callable] = {}
 
 ALIGNMENTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
@@ -41,4 +43,17 @@ def create_model(name: str, num_keypoints: int = 17, alignment: str = "baseline"
     size = tuple(int(s) for s in input_size)
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"input_size must be (H, W) with positive sizes, got {input_size!r}")
-    return _MODELS[name](num_keypoints=num_keypoints, alignment=alignment, head=head, input_size=size, **kwargs)
+    model = _MODELS[name](num_keypoints=num_keypoints, alignment=alignment, head=head, input_size=size, **kwargs)
+    model.register_forward_pre_hook(_check_input)
+    return model
+
+
+def _check_input(model, args):
+    """Refuse an input of another size than the model was built for: its position maps (and, for 'ufpa', its
+    alignment) hold only there, and a wrong size would otherwise run silently misaligned."""
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and tuple(x.shape[-2:]) != tuple(model.input_size):
+        h, w = x.shape[-2:]
+        raise ValueError(f"{type(model).__name__} ({model.alignment}) was built for {model.input_size[0]}x"
+                         f"{model.input_size[1]} inputs, got {h}x{w}: resize the crops to the built size, or build "
+                         f"the model with create_model(..., input_size=({h}, {w}))")
