@@ -289,3 +289,15 @@ def test_sweep_grid_with_an_unknown_key(tmp_path):
     grid.write_text("name: x\nbase: {epochs: 1}\ngrid: {alignmnet: [baseline]}\n")
     with pytest.raises(ValueError, match="alignmnet"):
         sweep.expand(sweep.load_grid(grid))
+
+
+def test_codecs_refuse_labelled_nan_keypoints():
+    codec = codecs.create_codec("udp", (256, 192), (64, 48))
+    keypoints = np.full((1, 17, 2), 50.0)
+    keypoints[0, 3] = np.nan
+    with pytest.raises(ValueError, match="1 labelled keypoints are NaN"):
+        codec.encode(keypoints, np.ones((1, 17)))
+    visible = np.ones((1, 17))
+    visible[0, 3] = 0  # unlabelled: its coordinates do not matter
+    out = codec.encode(keypoints, visible)
+    assert out["target_weight"][0, 3] == 0 and np.isfinite(out["target"]).all()

@@ -78,7 +78,13 @@ class Codec:
         visible = np.asarray(visible, dtype=np.float64)
         if visible.shape != keypoints.shape[:2]:
             raise ValueError(f"visible must be (N, K) = {keypoints.shape[:2]}, got {visible.shape}")
-        return keypoints, (visible > 0) & np.isfinite(keypoints).all(-1)
+        if not np.isfinite(visible).all():
+            raise ValueError("visible holds NaN or inf; use 0 (unlabelled), 1 (occluded) or 2 (visible)")
+        bad = (visible > 0) & ~np.isfinite(keypoints).all(-1)
+        if bad.any():  # a labelled keypoint at NaN is garbage, not an unlabelled one
+            raise ValueError(f"{int(bad.sum())} labelled keypoints are NaN or inf; mark unlabelled keypoints with "
+                             "visible 0 instead")
+        return keypoints, visible > 0
 
     def _check_output(self, output) -> np.ndarray:
         output = _as_numpy(output)
