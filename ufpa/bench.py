@@ -137,7 +137,8 @@ def _build(cfg: BenchConfig, variant: str):
     if cfg.cuda_graph:
         step = _graphed(step, model)
     info = {"variant": variant, "input_size": list(size), "params": sum(p.numel() for p in model.parameters()),
-            "gflops": counter.get_total_flops() / 1e9, "bf16": bf16, "channels_last": channels_last, "cuda_graph": cfg.cuda_graph}
+            "gflops": counter.get_total_flops() / 1e9, "bf16": bf16, "channels_last": channels_last,
+            "cuda_graph": cfg.cuda_graph}
     return step, info
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import atomic_write_text
+from .records import atomic_write_text, read_json
 
 AP_KEYS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 # COCO OKS sigmas of the 17 keypoints, in order.
@@ -46,13 +46,7 @@ def load_results(results) -> list[dict]:
     """A results list, or the path of a COCO results file, checked entry by entry: a NaN keypoint or score would be
     scored by pycocotools as a match (AP 1.0), so every value must be a finite number."""
     if isinstance(results, (str, os.PathLike)):
-        path = Path(results)
-        if not path.is_file():
-            raise FileNotFoundError(f"no results file at {path}")
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"results file {path} is not valid JSON ({err}); write it again") from err
+        results = read_json(results, "results file")
     if not isinstance(results, list):
         raise ValueError("results must be a list of COCO result dicts (or the path of a JSON file holding one)")
     for i, r in enumerate(results):

@@ -125,6 +125,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def read_json(path, what: str, fix: str = "write it again"):
+    """The JSON in file ``path``, or an error naming ``what`` it should be and the fix (missing, not UTF-8, invalid)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{what} {path} is not valid JSON ({err}); {fix}") from err
+
+
 def write_record(path: str | os.PathLike, kind: str, config: dict, results: dict, seed: int | None = None) -> Path:
     """Write a results record; returns its path."""
     record = {"schema": SCHEMA, "kind": kind, "config": _clean(config, "config"),

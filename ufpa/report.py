@@ -25,8 +25,7 @@ from . import records, viz
 
 # Method order of the paper's tables and the colour each variant keeps in every figure (Okabe-Ito: colour-blind safe).
 VARIANTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
-COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
-           "ufpa_any": "#d55e00"}
+COLOURS = viz.VARIANT_COLOURS
 METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "abs_bias_px", "flip_consistency_px")
 LABELS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_px": "EPE (px)", "abs_bias_px": "|bias| (px)",
           "flip_consistency_px": "flip cons. (px)", "params_M": "params (M)", "gflops": "GFLOPs",

@@ -241,6 +241,5 @@ def kernel_absorption(n_in: int = 192, level: int = 2, taps: int = 9, n_signals:
 
 def absorption_findings(result: dict) -> str:
     """Notebook 02's closing lines on the learned-kernel experiment, from its record."""
-    rows = {r["mode"]: r for r in result["rows"]}
-    return "; ".join(f"{name}: {r['shift_before_max_px']:.1f} px before, {r['remaining_interior_max_px']:.2f} px after the "
-                     f"best kernel (border {r['remaining_border_max_px']:.1f} px)" for name, r in rows.items())
+    return "; ".join(f"{r['mode']}: {r['shift_before_max_px']:.1f} px before, {r['remaining_interior_max_px']:.2f} px "
+                     f"after the best kernel (border {r['remaining_border_max_px']:.1f} px)" for r in result["rows"])

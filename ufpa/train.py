@@ -390,8 +390,9 @@ def load_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for damaged files
-        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it is truncated "
-                         f"or corrupt: delete it (the run restarts from scratch) or its run folder {path.parent}") from err
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); it is "
+                         f"truncated or corrupt: delete it (the run restarts from scratch) or its run folder "
+                         f"{path.parent}") from err
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(f"{path} is not a ufpa training checkpoint (it lacks {missing}); delete it or its run "

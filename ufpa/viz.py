@@ -18,6 +18,9 @@ MODE_LABELS = {
 }
 MODE_COLORS = {"nearest": "#d62728", "bilinear": "#ff7f0e", "bilinear_corners": "#1f77b4", "aligned": "#2ca02c"}
 _PNG_META = {"Software": None}  # keeps saved PNGs identical across runs
+VARIANT_COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
+                   "ufpa_any": "#d55e00"}  # Okabe-Ito, the same colour per variant in every figure
+_LEVEL_COLOURS = {0: "#999999", 1: "#56b4e9", 2: "#e69f00", 3: "#cc79a7"}
 
 
 def sampling_panel(ax, n_in: int, mode: str, target_convs: int = 1, source_convs: int = 2, title: str | None = None):
@@ -83,12 +86,12 @@ def shift_profiles(n_in: int = 192, levels=(1, 2, 3), path=None):
     panels = [(mode, n_in) for mode in geometry.UPSAMPLE_MODES]
     panels.insert(3, ("bilinear_corners", geometry.aligned_size(n_in)))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.2), sharey=True, constrained_layout=True)
-    shades = dict(zip(levels, ("#56b4e9", "#e69f00", "#cc79a7", "#009e73")))
     for ax, (mode, n) in zip(axes, panels):
         for level in levels:
             fs = geometry.multiscale_fusion_shift(n, level, 0, mode)
             x = geometry.downsample_path(2).positions(len(fs.shift))
-            ax.plot(x, fs.sampled_shift, drawstyle="steps-mid", color=shades[level], label=f"branch {level} (x{2 ** level})")
+            ax.plot(x, fs.sampled_shift, drawstyle="steps-mid", color=_LEVEL_COLOURS[level],
+                    label=f"branch {level} (x{2 ** level})")
         ax.axhline(0, color="0.6", lw=0.8)
         for edge in (-0.5, n - 0.5):
             ax.axvline(edge, color="#56b4e9", lw=0.8, ls="--")
@@ -188,11 +191,6 @@ def _save(fig, path):
     os.replace(tmp, path)
 
 
-VARIANT_COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
-                   "ufpa_any": "#d55e00"}  # Okabe-Ito, the same colour per variant in every figure
-_LEVEL_COLOURS = {0: "#999999", 1: "#56b4e9", 2: "#e69f00", 3: "#cc79a7"}
-
-
 def _hrnet_unit(module: str) -> str:
     """'stages.1.0' -> 'stage 3, module 1': HRNet's papers number stages from 1 (the stem's stage) and the first
     multi-branch stage is 2."""
@@ -217,8 +215,7 @@ def fusion_points_plot(points, path=None):
             ax.scatter(q["order"], q["max_abs_px"], s=16, color=colour, label=label, zorder=3, clip_on=False)
             ax.scatter(q["order"], q["border_max_abs_px"], s=22, facecolors="none", edgecolors=colour, lw=0.9,
                        zorder=3, clip_on=False)
-        starts = p.groupby("module", sort=False)["order"].min()
-        for module, start in starts.items():
+        for start in p.groupby("module", sort=False)["order"].min():
             ax.axvline(start - 0.5, color="0.85", lw=0.6, zorder=1)
         ax.set_ylim(-0.04 * top, 1.08 * top)
         ax.set_ylabel("|shift| (px)")

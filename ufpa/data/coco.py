@@ -200,8 +200,8 @@ class CocoKeypoints:
         self.categories = coco.loadCats(person)
         self.num_keypoints = len(self.categories[0].get("keypoints", [])) or 17
         if self.augment.flip and self.num_keypoints != len(FLIP_PAIRS) * 2 + 1:
-            raise ValueError(f"category {self.categories[0].get('name')!r} has {self.num_keypoints} keypoints, but flip "
-                             f"augmentation swaps COCO's 17 (left/right pairs {FLIP_PAIRS}); pass "
+            raise ValueError(f"category {self.categories[0].get('name')!r} has {self.num_keypoints} keypoints, but "
+                             f"flip augmentation swaps COCO's 17 (left/right pairs {FLIP_PAIRS}); pass "
                              "augment=Augment(flip=0, ...) (train flip=0.0) for other keypoint sets")
         images = {}
         for im in coco.imgs.values():
@@ -240,13 +240,9 @@ class CocoKeypoints:
     # --- loading ---------------------------------------------------------------------------------------------------
     def _load_detections(self, detections, threshold):
         if not isinstance(detections, list):
-            path = Path(detections)
-            if not path.is_file():
-                raise FileNotFoundError(f"no detection results file at {path}")
-            try:
-                detections = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                raise ValueError(f"detection results file {path} is not valid JSON ({err}); write it again") from err
+            from ..records import read_json
+
+            detections = read_json(detections, "detection results file")
         if not isinstance(detections, list):
             raise ValueError("detections must be a list of COCO detection results (image_id, category_id, bbox, score)")
         out = []
