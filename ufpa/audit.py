@@ -273,13 +273,6 @@ def fusion_points_of(table: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def fusion_points(name: str, input_size, alignments=None) -> pd.DataFrame:
-    """``fusion_points_of`` every variant of model ``name`` at ``input_size`` ('ufpa' at its 32m+1 size)."""
-    return pd.concat([labelled(fusion_points_of(table), name, requested, alignment, size)
-                      for requested, alignment, size, table in variant_audits(name, [input_size], alignments)],
-                     ignore_index=True)
-
-
 def output_grids(names, input_size, alignments=None, heads=("heatmap",)) -> pd.DataFrame:
     """Where each model variant's output grid sits: output o at input x = scale * o + offset along the height axis
     (the head's own map composed with the network's), with its output stride and parameter count."""

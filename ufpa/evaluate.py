@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import atomic_write_text, read_json
+from .records import atomic_write_text, finite_numbers, read_json
 
 AP_KEYS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 # COCO OKS sigmas of the 17 keypoints, in order.
@@ -38,10 +38,6 @@ def _load_gt(gt_json):
             raise ValueError(f"{path} is not valid JSON ({err}); regenerate or re-download it") from err
 
 
-def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
 def load_results(results) -> list[dict]:
     """A results list, or the path of a COCO results file, checked entry by entry: a NaN keypoint or score would be
     scored by pycocotools as a match (AP 1.0), so every value must be a finite number."""
@@ -58,11 +54,11 @@ def load_results(results) -> list[dict]:
             raise ValueError(f"result {i} lacks {sorted(missing)}: each needs image_id, category_id, keypoints "
                              "[x1, y1, s1, ...] and score")
         kps = r["keypoints"]
-        if not isinstance(kps, list) or len(kps) % 3 or not all(_finite_number(v) for v in kps):
+        if not finite_numbers(kps) or len(kps) % 3:
             raise ValueError(f"result {i} (image {r['image_id']}): keypoints must be a flat list [x1, y1, s1, ...] "
                              "of finite numbers; NaN or inf would score as a perfect match in pycocotools, so no AP "
                              "is computed from it (the model diverged or its output was not decoded)")
-        if not _finite_number(r["score"]):
+        if not finite_numbers([r["score"]]):
             raise ValueError(f"result {i} (image {r['image_id']}): score {r['score']!r} is not a finite number; "
                              "fix the scoring (box score x keypoint score) before evaluating")
     return results

@@ -125,6 +125,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def finite_numbers(values, n: int | None = None) -> bool:
+    """Whether ``values`` (read from JSON) is a list of ``n`` (any number if None) finite numbers: NaN, inf, text and
+    booleans are not."""
+    if not isinstance(values, (list, tuple)) or (n is not None and len(values) != n):
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
 def read_json(path, what: str, fix: str = "write it again"):
     """The JSON in file ``path``, or an error naming ``what`` it should be and the fix (missing, not UTF-8, invalid)."""
     path = Path(path)

@@ -383,9 +383,9 @@ def save_checkpoint(path: Path, state: dict):
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "rng", "epoch", "history", "elapsed_s")
 
 
-def load_checkpoint(path: Path) -> dict:
+def load_checkpoint(path: Path, cfg: TrainConfig | None = None) -> dict:
     """A run's checkpoint (tensors and plain data only: ``weights_only``), or an error naming the file and the fix
-    when it is truncated, corrupt or not a ufpa checkpoint."""
+    when it is truncated, corrupt, not a ufpa checkpoint, or (with ``cfg``) the checkpoint of another config."""
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -397,6 +397,9 @@ def load_checkpoint(path: Path) -> dict:
     if missing:
         raise ValueError(f"{path} is not a ufpa training checkpoint (it lacks {missing}); delete it or its run "
                          f"folder {path.parent}")
+    if cfg is not None and _semantic(state["config"]) != _semantic(cfg):
+        raise ValueError(f"{path} belongs to a different config than run {run_id(cfg)}; delete {path.parent} to "
+                         "start over")
     return state
 
 
@@ -432,8 +435,8 @@ def train(cfg: TrainConfig) -> Path:
     directory = run_dir(cfg)
     ckpt_path = directory / "checkpoint.pt"
     if (directory / DONE).is_file() and record_path(cfg).is_file():
-        if ckpt_path.is_file() and _semantic(load_checkpoint(ckpt_path)["config"]) != _semantic(cfg):
-            raise ValueError(f"{ckpt_path} belongs to a different config; delete {directory} to start over")
+        if ckpt_path.is_file():
+            load_checkpoint(ckpt_path, cfg)  # a checkpoint of another config is refused, finished or not
         return directory  # finished here: its record stands (delete runs/<run_id> to train it again)
     torch.manual_seed(cfg.seed)
     model, codec, train_ds, val_ds = build(cfg, device)
@@ -461,9 +464,7 @@ def train(cfg: TrainConfig) -> Path:
 
     start_epoch, history, elapsed = 0, [], 0.0
     if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
-        if _semantic(state["config"]) != _semantic(cfg):
-            raise ValueError(f"{ckpt_path} belongs to a different config; delete {directory} to start over")
+        state = load_checkpoint(ckpt_path, cfg)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:  # same config hash, other weights: a file copied in from elsewhere
@@ -686,10 +687,7 @@ def load_model(cfg: TrainConfig, device="cpu"):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint for run {run_id(cfg)} at {path}; train it first")
     model, codec, _, _ = build(cfg, datasets=False)
-    state = load_checkpoint(path)
-    if _semantic(state["config"]) != _semantic(cfg):
-        raise ValueError(f"{path} belongs to a different config than run {run_id(cfg)}; re-train it")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(load_checkpoint(path, cfg)["model"])
     return model.to(device).eval(), codec
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..records import finite_numbers, read_json
+
 FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
 UPPER_BODY = tuple(range(11))
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -124,12 +126,6 @@ def load_annotations(ann_file) -> dict:
     return doc
 
 
-def _finite(values, n: int | None = None) -> bool:
-    if not isinstance(values, (list, tuple)) or (n is not None and len(values) != n):
-        return False
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
-
-
 def check_annotations(doc: dict, path="annotations") -> None:
     """Every entry the loader reads, checked once: a NaN keypoint or box would otherwise become a labelled keypoint or
     a valid instance. Errors name the entry and the fix."""
@@ -143,7 +139,7 @@ def check_annotations(doc: dict, path="annotations") -> None:
     for i, im in enumerate(doc["images"]):
         if not isinstance(im, dict) or any(k not in im for k in ("id", "file_name", "width", "height")):
             raise ValueError(f"{path}: images[{i}] lacks one of id, file_name, width, height ({im!r:.120}); {fix}")
-        if not _finite([im["width"], im["height"]]) or min(im["width"], im["height"]) <= 0:
+        if not finite_numbers([im["width"], im["height"]]) or min(im["width"], im["height"]) <= 0:
             raise ValueError(f"{path}: image {im['id']} has width/height {im['width']!r}x{im['height']!r}; {fix}")
     for i, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict) or "image_id" not in ann:
@@ -151,9 +147,9 @@ def check_annotations(doc: dict, path="annotations") -> None:
         name = f"annotation {ann.get('id', f'#{i}')} (image {ann['image_id']})"
         if "bbox" not in ann:
             raise ValueError(f"{path}: {name} lacks bbox [x, y, w, h]; {fix}")
-        if not _finite(ann["bbox"], 4):
+        if not finite_numbers(ann["bbox"], 4):
             raise ValueError(f"{path}: {name} has bbox {ann['bbox']!r}, not four finite numbers; {fix}")
-        if "keypoints" in ann and not _finite(ann["keypoints"]):
+        if "keypoints" in ann and not finite_numbers(ann["keypoints"]):
             raise ValueError(f"{path}: {name} has keypoints that are not all finite numbers (NaN, inf or text); "
                              f"an unlabelled keypoint is [0, 0, 0]; {fix}")
 
@@ -240,16 +236,14 @@ class CocoKeypoints:
     # --- loading ---------------------------------------------------------------------------------------------------
     def _load_detections(self, detections, threshold):
         if not isinstance(detections, list):
-            from ..records import read_json
-
             detections = read_json(detections, "detection results file")
         if not isinstance(detections, list):
             raise ValueError("detections must be a list of COCO detection results (image_id, category_id, bbox, score)")
         out = []
         for i, det in enumerate(detections):
-            if not isinstance(det, dict) or "image_id" not in det or not _finite(det.get("bbox"), 4):
+            if not isinstance(det, dict) or "image_id" not in det or not finite_numbers(det.get("bbox"), 4):
                 raise ValueError(f"detection {i} needs image_id and a bbox of four finite numbers, got {det!r:.120}")
-            if not _finite([det.get("score", 1.0)]):
+            if not finite_numbers([det.get("score", 1.0)]):
                 raise ValueError(f"detection {i} (image {det['image_id']}) has score {det.get('score')!r}; a NaN score "
                                  "passes no threshold test honestly: fix the detector output")
             if det.get("category_id", 1) != 1:
