@@ -31,6 +31,19 @@ def gaussian_heatmaps(uv: np.ndarray, valid: np.ndarray, size, sigma: float, rad
     return (heat * valid[..., None, None]).astype(np.float32)
 
 
+# The longest Newton step DARK takes (heatmap samples per axis): a clean peak lies within half a sample of its argmax.
+MAX_DARK_STEP = 1.0
+
+
+def within_reach(uv: np.ndarray, size, sigma: float) -> np.ndarray:
+    """(N, K) mask of keypoints whose Gaussian reaches the map within 3 sigma: these train (a keypoint just off the
+    map still teaches its partial Gaussian, as in the UFPA and HRNet code); one entirely outside teaches nothing."""
+    h, w = size
+    reach = 3 * sigma
+    return ((uv[..., 0] > -reach) & (uv[..., 0] < w - 1 + reach)
+            & (uv[..., 1] > -reach) & (uv[..., 1] < h - 1 + reach))
+
+
 def argmax_2d(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer (x, y) of the maximum of each (h, w) map, and the maximum: (N, K, 2), (N, K)."""
     n, k, h, w = heatmaps.shape
@@ -40,39 +53,46 @@ def argmax_2d(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quarter_offset(heatmaps: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    """MSRA refinement: move a quarter sample towards the higher neighbour on each axis."""
+    """MSRA refinement: move a quarter sample towards the higher neighbour on each axis (none at the map's edge)."""
     n, k, h, w = heatmaps.shape
-    out = xy.copy()
-    for i in range(n):
-        for j in range(k):
-            x, y = int(xy[i, j, 0]), int(xy[i, j, 1])
-            hm = heatmaps[i, j]
-            if 0 < x < w - 1:
-                out[i, j, 0] += 0.25 * np.sign(hm[y, x + 1] - hm[y, x - 1])
-            if 0 < y < h - 1:
-                out[i, j, 1] += 0.25 * np.sign(hm[y + 1, x] - hm[y - 1, x])
-    return out
+    maps = heatmaps.reshape(n * k, h, w)
+    x, y = xy[..., 0].reshape(-1).astype(int), xy[..., 1].reshape(-1).astype(int)
+    i = np.arange(n * k)
+    xl, xr, yu, yd = np.maximum(x - 1, 0), np.minimum(x + 1, w - 1), np.maximum(y - 1, 0), np.minimum(y + 1, h - 1)
+    out = xy.reshape(-1, 2).astype(np.float64)  # a copy
+    out[:, 0] += np.where((0 < x) & (x < w - 1), 0.25 * np.sign(maps[i, y, xr] - maps[i, y, xl]), 0.0)
+    out[:, 1] += np.where((0 < y) & (y < h - 1), 0.25 * np.sign(maps[i, yd, x] - maps[i, yu, x]), 0.0)
+    return out.reshape(xy.shape)
+
+
+def blur_keep_peak(maps: np.ndarray, kernel: int) -> np.ndarray:
+    """DARK's modulation: each (h, w) map blurred by OpenCV's ``kernel``-tap Gaussian with zeros beyond the map (as
+    DarkPose and mmpose pad), then rescaled to keep its maximum. A mirrored border (OpenCV's default) would put a ghost
+    peak beside a keypoint near the edge and pull the Newton step towards it."""
+    if kernel <= 1:
+        return maps
+    n, h, w = maps.shape
+    taps = cv2.getGaussianKernel(kernel, 0).ravel()
+    r = kernel // 2
+    pad = np.pad(maps, ((0, 0), (r, r), (r, r)))
+    rows = sum(t * pad[:, i:i + h, :] for i, t in enumerate(taps))
+    blurred = sum(t * rows[:, :, i:i + w] for i, t in enumerate(taps)).astype(np.float32)
+    return blurred * (maps.max((1, 2)) / np.maximum(blurred.max((1, 2)), 1e-12))[:, None, None]
 
 
 def dark_refine(heatmaps: np.ndarray, xy: np.ndarray, blur_kernel: int) -> np.ndarray:
-    """DARK: blur (keeping each map's maximum), take logs, one Newton step of the 2-D quadratic at the argmax.
+    """DARK: blur (``blur_keep_peak``), take logs, one Newton step of the 2-D quadratic at the argmax ``xy``.
 
-    All maps at once: the separable Gaussian (OpenCV's kernel and its default reflect-101 border) runs on the whole
-    stack, and the 2x2 Newton step has a closed form.
+    The step is taken only where it is a step to a maximum near the peak: two samples of room on each side (the
+    derivatives need them), a negative definite Hessian, and at most one sample along each axis. Anywhere else (a map
+    at the border, flat, or not concave at its argmax, e.g. noise) the keypoint falls back to MSRA's quarter-sample
+    rule, so a decoded keypoint never leaves its argmax's neighbourhood.
     """
     n, k, h, w = heatmaps.shape
-    maps = heatmaps.reshape(n * k, h, w).astype(np.float32)
-    if blur_kernel > 1:
-        peak = maps.max((1, 2))
-        taps = cv2.getGaussianKernel(blur_kernel, 0).ravel()
-        r = blur_kernel // 2
-        pad = np.pad(maps, ((0, 0), (r, r), (r, r)), mode="reflect")  # numpy's 'reflect' is reflect-101
-        rows = sum(t * pad[:, i:i + h, :] for i, t in enumerate(taps))
-        blurred = sum(t * rows[:, :, i:i + w] for i, t in enumerate(taps)).astype(np.float32)
-        maps = blurred * (peak / np.maximum(blurred.max((1, 2)), 1e-12))[:, None, None]
+    maps = blur_keep_peak(heatmaps.reshape(n * k, h, w).astype(np.float32), blur_kernel)
     log = np.log(np.maximum(maps, 1e-10).astype(np.float64))
     x, y = xy[..., 0].reshape(-1).astype(int), xy[..., 1].reshape(-1).astype(int)
-    inside = (1 < x) & (x < w - 2) & (1 < y) & (y < h - 2)  # the derivatives need two samples on each side
+    inside = (1 < x) & (x < w - 2) & (1 < y) & (y < h - 2)
     x, y, i = np.clip(x, 2, w - 3), np.clip(y, 2, h - 3), np.arange(n * k)
 
     def at(dy, dx):
@@ -84,11 +104,12 @@ def dark_refine(heatmaps: np.ndarray, xy: np.ndarray, blur_kernel: int) -> np.nd
     dyy = 0.25 * (at(2, 0) - 2 * at(0, 0) + at(-2, 0))
     dxy = 0.25 * (at(1, 1) - at(-1, 1) - at(1, -1) + at(-1, -1))
     det = dxx * dyy - dxy * dxy
-    ok = inside & (np.abs(det) > 1e-12)
-    safe = np.where(ok, det, 1.0)
+    concave = (dxx < 0) & (det > 1e-12)  # negative definite: the quadratic has a maximum, not a saddle or a minimum
+    safe = np.where(concave, det, 1.0)
     step = np.stack([(dyy * dx - dxy * dy) / safe, (dxx * dy - dxy * dx) / safe], -1)  # H^-1 g
-    out = xy.reshape(-1, 2).astype(np.float64)
-    out[ok] -= step[ok]
+    ok = inside & concave & (np.abs(step) <= MAX_DARK_STEP).all(-1)
+    out = quarter_offset(heatmaps, xy).reshape(-1, 2)
+    out[ok] = xy.reshape(-1, 2)[ok] - step[ok]
     return out.reshape(xy.shape)
 
 
@@ -111,11 +132,7 @@ class GaussianCodec(Codec):
         uv = self.to_heatmap(np.where(np.isfinite(keypoints), keypoints, 0.0))
         if self.quantize:
             uv = np.floor(uv + 0.5)
-        h, w = self.heatmap_size
-        reach = 3 * self.sigma  # a Gaussian entirely outside the map teaches nothing: weight 0
-        inside = ((uv[..., 0] > -reach) & (uv[..., 0] < w - 1 + reach)
-                  & (uv[..., 1] > -reach) & (uv[..., 1] < h - 1 + reach))
-        valid = valid & inside
+        valid = valid & within_reach(uv, self.heatmap_size, self.sigma)
         radius = self.truncate * self.sigma if self.truncate is not None else None
         target = gaussian_heatmaps(uv, valid, self.heatmap_size, self.sigma, radius)
         return {"target": target, "target_weight": valid.astype(np.float32)}

@@ -4,6 +4,11 @@ Output layout (N, 3K, h, w): K Gaussian heatmaps, K x-offsets, K y-offsets (``uf
 hold (keypoint - sample) / ``locref_stdev`` in heatmap samples, within ``kpd`` samples of the keypoint; the loss
 weights them by the target heatmap (``offset_weight``). Decoding takes the argmax sample and adds
 ``locref_stdev * offset`` there, so a perfect output decodes exactly (defaults LOCREF_STDEV 1.0, KPD 4.0).
+
+A keypoint trains while its Gaussian reaches the map (``within_reach``), as in the UFPA code: one just off the map
+still gets its partial Gaussian and the offsets that point from the border samples to it. Decoding clips the offset at
+the argmax to ``kpd`` samples, the longest offset ever trained, so a decoded keypoint stays within ``kpd`` samples of
+the map whatever the output holds.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._base import Codec, check_positive
-from .heatmap import argmax_2d, gaussian_heatmaps
+from .heatmap import argmax_2d, gaussian_heatmaps, within_reach
 
 
 class UDPCodec(Codec):
@@ -29,8 +34,7 @@ class UDPCodec(Codec):
         keypoints, valid = self._check(keypoints, visible)
         uv = self.to_heatmap(np.where(np.isfinite(keypoints), keypoints, 0.0))
         h, w = self.heatmap_size
-        inside = (uv[..., 0] >= 0) & (uv[..., 0] <= w - 1) & (uv[..., 1] >= 0) & (uv[..., 1] <= h - 1)
-        valid = valid & inside
+        valid = valid & within_reach(uv, self.heatmap_size, self.sigma)
         heat = gaussian_heatmaps(uv, valid, self.heatmap_size, self.sigma, None)
         xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
         dx = uv[..., 0, None, None] - xs[None, None, None, :]
@@ -50,7 +54,8 @@ class UDPCodec(Codec):
         n = np.arange(output.shape[0])[:, None]
         j = np.arange(k)[None, :]
         xi, yi = xy[..., 0].astype(int), xy[..., 1].astype(int)
-        xy = xy + self.locref_stdev * np.stack([off_x[n, j, yi, xi], off_y[n, j, yi, xi]], -1)
+        offset = self.locref_stdev * np.stack([off_x[n, j, yi, xi], off_y[n, j, yi, xi]], -1)
+        xy = xy + np.clip(offset, -self.kpd, self.kpd)
         return self.to_input(xy), scores.astype(np.float32)
 
     def _flip_groups(self, groups):
