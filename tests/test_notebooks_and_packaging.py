@@ -104,6 +104,8 @@ def test_papermill_data_notebook_records_codecs_and_data(tmp_path):
     errors = {row["codec"]: row["max_error"] for row in record["codecs"]}
     assert errors["udp"] <= 0.01 and errors["dark"] <= 0.05 and errors["msra"] > errors["dark"]
     assert any(row["codec"].startswith("msra, legacy") for row in record["flip"])
+    border = {(row["codec"], row["map"]): row for row in record["border"]}
+    assert border[("udp", "64x48")]["0 from border"] <= 1e-3 and border[("dark", "64x48")]["2 from border"] <= 0.25
     for name in ("04_synthpose_gallery.jpg", "04_codec_subpixel_error.png", "04_training_targets.png",
                  "04_target_heatmaps.png"):
         assert (tmp_path / "reports" / "figures" / name).stat().st_size > 1000

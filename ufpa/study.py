@@ -99,8 +99,28 @@ def data_and_codecs(data_dir, n_train: int, n_val: int, seed: int, roundtrip_sam
                "self_ap": evaluate.coco_keypoint_ap(paths["val"], self_results)["AP"],
                "codecs": [{k: v for k, v in row.items() if k != "keypoints_per_s"} for row in codec_table],
                "subpixel": {k: [v[0].tolist(), v[1].tolist()] for k, v in sweeps.items()},
-               "flip": flip_table(seed)}
+               "flip": flip_table(seed),
+               "border": border_table()}
     return config, results
+
+
+BORDER_DISTANCES = (0, 0.5, 1, 1.5, 2, 3, 4)
+
+
+def border_table(names=("msra", "dark", "udp")) -> list[dict]:
+    """Worst round-trip error (heatmap samples) against the distance from the map's border, per codec, on a portrait
+    64x48 map (sigma 2) and a landscape 48x64 one (sigma 64/24): DARK's blur sees the border, and more so the wider
+    its Gaussians."""
+    from . import codecs
+
+    rows = []
+    for input_size, heatmap_size in (((256, 192), (64, 48)), ((192, 256), (48, 64))):
+        for name in names:
+            errors = codecs.border_roundtrip(name, BORDER_DISTANCES, input_size, heatmap_size)
+            rows.append({"codec": name, "map": f"{heatmap_size[0]}x{heatmap_size[1]}",
+                         "sigma": round(heatmap_size[1] / 24, 3),
+                         **{f"{d:g} from border": float(e) for d, e in zip(BORDER_DISTANCES, errors)}})
+    return rows
 
 
 def verification_findings(record: dict) -> str:
@@ -147,7 +167,10 @@ def data_findings(record: dict) -> str:
         f"{flip[('msra', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (msra), "
         f"{flip[('dark', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (dark), "
         f"{flip[('udp', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (udp); legacy one-sample shift "
-        f"{flip[('msra, legacy 1-sample shift', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (msra)"])
+        f"{flip[('msra, legacy 1-sample shift', 'HRNet 4o')]['flipped_bias_x_px']:+.2f} px (msra)",
+        "DARK 2 samples from the border, worst error: " + ", ".join(
+            f"{row['2 from border']:.2f} at {row['map']} (sigma {row['sigma']:g})"
+            for row in record["border"] if row["codec"] == "dark")])
 
 
 def measured_cost(results_dir, model: str) -> pd.DataFrame:

@@ -41,6 +41,28 @@ def roundtrip_errors(name: str, n: int = 500, seed: int = 0, input_size=(256, 19
     return np.linalg.norm(codec.to_heatmap(decoded) - uv, axis=-1)[:, 0]
 
 
+def border_keypoints(heatmap_size, distance: float, n: int = 9) -> np.ndarray:
+    """Heatmap (u, v) ``distance`` samples inside each of the four borders, ``n`` spread along each: (4n, 1, 2)."""
+    h, w = heatmap_size
+    along_x, along_y = np.linspace(3.3, w - 4.3, n), np.linspace(3.3, h - 4.3, n)
+    sides = [np.stack([np.full(n, distance), along_y], -1), np.stack([np.full(n, w - 1 - distance), along_y], -1),
+             np.stack([along_x, np.full(n, distance)], -1), np.stack([along_x, np.full(n, h - 1 - distance)], -1)]
+    return np.concatenate(sides)[:, None]
+
+
+def border_roundtrip(name: str, distances=(0, 0.5, 1, 1.5, 2, 3, 4), input_size=(256, 192), heatmap_size=(64, 48),
+                     **opts) -> np.ndarray:
+    """Worst |error| along either axis (heatmap samples) of decode(encode(k)) for keypoints at each of ``distances``
+    samples from the map's borders (all four, ``border_keypoints``): where a codec's border handling shows."""
+    codec = create_codec(name, input_size, heatmap_size, **opts)
+    out = []
+    for d in distances:
+        uv = border_keypoints(codec.heatmap_size, d)
+        decoded, _ = codec.decode(codec.encode(codec.to_input(uv))["target"])
+        out.append(np.abs(codec.to_heatmap(decoded) - uv).max())
+    return np.array(out)
+
+
 def subpixel_sweep(name: str, steps: int = 21, input_size=(256, 192), heatmap_size=(64, 48), **opts):
     """Round-trip error against the sub-pixel position of a keypoint: x moves across one heatmap sample (y fixed
     at a sample centre), returning (fractions (steps,), signed x errors (steps,), in heatmap samples)."""
@@ -84,5 +106,5 @@ def _flip_pair(name, n, seed, input_size, heatmap_size, **opts):
     return direct, back, k
 
 
-__all__ = ["COCO_FLIP_PAIRS", "Codec", "create_codec", "flip_error", "list_codecs", "roundtrip_errors",
-           "subpixel_sweep", "unbiased_grid"]
+__all__ = ["COCO_FLIP_PAIRS", "Codec", "border_keypoints", "border_roundtrip", "create_codec", "flip_error",
+           "list_codecs", "roundtrip_errors", "subpixel_sweep", "unbiased_grid"]
