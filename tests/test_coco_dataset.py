@@ -138,3 +138,21 @@ def test_serves_synthpose(tmp_path):
     ds = coco.CocoKeypoints(tmp_path / "annotations" / "person_keypoints_train.json", tmp_path / "images" / "train",
                             codec=codecs.create_codec("msra", (256, 192), (64, 48)), train=True)
     assert len(ds) >= 4 and ds[0]["image"].shape == (3, 256, 192)
+
+
+def test_keypoints_outside_the_crop_are_weighed_by_the_codec(tmp_path):
+    """As in the HRNet and UFPA code: a labelled keypoint just outside the crop keeps its label and trains the part of
+    its Gaussian (and offsets) on the map; one beyond the Gaussian's reach gets weight 0."""
+    codec = codecs.create_codec("udp", (128, 96), (32, 24), sigma=2.0)  # reach 6 heatmap samples, 24 input px
+    kp = one_keypoint(50, 50)
+    first = coco.CocoKeypoints(*write_dataset(tmp_path / "a", [kp], [[30, 30, 40, 40]], size=(200, 200)), (128, 96),
+                               codec)[0]
+    # image points at crop x = -8 (2 samples off the map) and x = 95 + 60 (15 samples off), both at crop y = 64
+    wanted = np.array([[-8.0, 64.0], [155.0, 64.0]])
+    kp[1:3, :2] = coco.apply_transform(coco.invert_transform(first["matrix"]), wanted)
+    kp[1:3, 2] = 2
+    item = coco.CocoKeypoints(*write_dataset(tmp_path / "b", [kp], [[30, 30, 40, 40]], size=(200, 200)), (128, 96),
+                              codec)[0]
+    assert np.allclose(item["keypoints"][1:3], wanted, atol=1e-3) and item["visible"][1:3].tolist() == [2, 2]
+    assert item["target_weight"][1] == 1 and item["target_weight"][2] == 0
+    assert item["target"][1].max() > 0.1 and item["target"][2].max() == 0

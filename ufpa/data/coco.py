@@ -175,7 +175,8 @@ class CocoKeypoints:
     """Top-down person crops of a COCO-format keypoint dataset.
 
     ``item = dataset[i]`` is a dict: ``image`` (3, H, W) float32, normalised; ``target`` and ``target_weight`` from
-    ``codec.encode`` (plus any other codec outputs); ``keypoints`` (K, 2) and ``visible`` (K,) in crop pixels;
+    ``codec.encode`` (plus any other codec outputs); ``keypoints`` (K, 2) and ``visible`` (K,) in crop pixels
+    (a labelled keypoint outside the crop keeps its flag; the codec weighs it by whether its target reaches the map);
     ``matrix`` (2, 3), image -> crop; ``image_id``, ``score``. Augmentation draws from (seed, epoch, index), so
     an epoch is reproducible bit for bit; call ``set_epoch`` between epochs.
     """
@@ -327,9 +328,8 @@ class CocoKeypoints:
             for a, b in FLIP_PAIRS:
                 order[a], order[b] = b, a
             keypoints, visible = keypoints[order], visible[order]
-        inside = ((keypoints[:, 0] >= 0) & (keypoints[:, 0] <= W - 1)
-                  & (keypoints[:, 1] >= 0) & (keypoints[:, 1] <= H - 1))
-        visible = np.where(inside, visible, 0)
+        # A labelled keypoint outside the crop stays labelled: the codec decides whether its target still reaches
+        # the map (as the HRNet and UFPA code do), rather than the crop dropping it.
         item = {"image": np.ascontiguousarray(crop.transpose(2, 0, 1)), "keypoints": keypoints.astype(np.float32),
                 "visible": visible.astype(np.float32), "matrix": matrix.astype(np.float32),
                 "image_id": inst.image_id, "score": np.float32(inst.score), "flipped": flip}
