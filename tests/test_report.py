@@ -136,24 +136,65 @@ def test_records_that_are_not_records(tmp_path):
         report.load_runs(tmp_path / "nowhere")
 
 
-def test_page_from_notebooks(results, tmp_path):
+def _six_notebooks(folder, extra_cells=()):
+    """Notebooks 01-06 as the page reads them: a title, a parameters cell, then ``extra_cells`` in the first."""
     import nbformat
 
     paths = []
     for i, name in enumerate(page.NOTEBOOKS):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# Part {i}\n\ntext {i}"),
-                                             nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})])
-        paths.append(tmp_path / f"{name}.ipynb")
+        cells = [nbformat.v4.new_markdown_cell(f"# Part {i}\n\ntext {i}"),
+                 nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]})]
+        nb = nbformat.v4.new_notebook(cells=cells + (list(extra_cells) if i == 0 else []))
+        paths.append(Path(folder) / f"{name}.ipynb")
         nbformat.write(nb, paths[-1])
-    out = page.build_page(paths, tmp_path / "study.html", results)
+    return paths
+
+
+def _latex_output(tex):
+    import nbformat
+
+    return nbformat.v4.new_code_cell("f", outputs=[nbformat.v4.new_output(
+        "execute_result", {"text/latex": tex, "text/plain": "f"}, execution_count=1)])
+
+
+def test_page_from_notebooks(results, tmp_path):
+    import nbformat
+
+    formulas = [nbformat.v4.new_markdown_cell(r"Output $o$ sits at $x_{\mathrm{conv}}(o) = \frac{d(k-1)}{2} - p$:"),
+                _latex_output(r"$\displaystyle x_{\mathrm{nearest}}(o) = \left\lfloor{\frac{n_{in} o}{n_{out}}}"
+                              r"\right\rfloor$"),
+                nbformat.v4.new_markdown_cell("$$\n\\begin{aligned} a &= b \\\\ c &= d \\end{aligned}\n$$")]
+    out = page.build_page(_six_notebooks(tmp_path, formulas), tmp_path / "study.html", results)
     text = out.read_text()
     assert text.count('id="part-') == 6 and "Part 5" in text and "ΔAP +0.020" in text and "x = 1" not in text
+    assert "<mtable" in text and "⌊" in text  # the aligned rows and the floor, as MathML
+    assert "<script" not in text and "cdnjs" not in text  # no require.js, MathJax or mermaid from a CDN
+    assert page.check_page(out)["formulas"] == 4
     with pytest.raises(FileNotFoundError, match="make report"):
         page.build_page([tmp_path / "missing.ipynb"], tmp_path / "s.html", results)
     if page.chromium() is None:
         pytest.skip("no Chromium here: the browser check runs where one is installed (make report)")
     checked = page.check_in_browser(out, tmp_path / "shot.png")
-    assert checked["parts"] == 6 and checked["screenshot_std"] > 5
+    assert checked["parts"] == 6 and checked["screenshot_std"] > 5 and checked["formulas"] == 4
+
+
+@pytest.mark.parametrize("cell", ["html", "markdown", "unparsable"])
+def test_page_with_a_raw_formula_is_refused(results, tmp_path, cell):
+    """TeX no converter reaches (in an HTML output, which MathJax would have rendered) or cannot parse stays TeX, and
+    the page is refused: by the HTML check everywhere, by the browser check where Chromium is installed."""
+    import nbformat
+
+    raw = {"html": nbformat.v4.new_code_cell("t", outputs=[nbformat.v4.new_output(
+               "display_data", {"text/html": r"<p>gain $\frac{1}{2}$</p>", "text/plain": "t"})]),
+           "markdown": nbformat.v4.new_markdown_cell(r"<div>where \mathrm{gain} is</div>"),
+           "unparsable": _latex_output(r"$x^$")}[cell]
+    out = page.build_page(_six_notebooks(tmp_path, [raw]), tmp_path / "study.html", results)
+    with pytest.raises(AssertionError, match="raw TeX"):
+        page.check_page(out)
+    if page.chromium() is None:
+        pytest.skip("no Chromium here: the browser check runs where one is installed (make report)")
+    with pytest.raises(AssertionError, match="rendered: 1 formula.s. left as raw TeX"):
+        page.check_in_browser(out, tmp_path / "shot.png")
 
 
 # --- the committed reports -------------------------------------------------------------------------------------------
