@@ -1,6 +1,7 @@
 """Heatmap + offset codec, as the UFPA/UDP code trains it.
 
-Output layout (N, 3K, h, w): K Gaussian heatmaps, K x-offsets, K y-offsets (``ufpa.models.heads.UDPHead``). Offsets
+Output layout (N, 3K, h, w): K Gaussian heatmaps, K x-offsets, K y-offsets (``ufpa.models.heads.UDPHead``; the UFPA
+code interleaves the offsets as x_0, y_0, x_1, ..., which ``ufpa.models.official`` reorders on import). Offsets
 hold (keypoint - sample) / ``locref_stdev`` in heatmap samples, within ``kpd`` samples of the keypoint; the loss
 weights them by the target heatmap (``offset_weight``). Decoding takes the argmax sample and adds
 ``locref_stdev * offset`` there, so a perfect output decodes exactly (defaults LOCREF_STDEV 1.0, KPD 4.0).

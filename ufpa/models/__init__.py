@@ -2,6 +2,6 @@
 
 from . import hourglass, hrnet, simple_baseline  # noqa: F401  (registers the presets)
 from ._registry import ALIGNMENTS, create_model, list_models, register_model
-from .heads import HEADS
+from .heads import HEADS, HRNET_HEADS, OFFSET_HEADS
 
-__all__ = ["ALIGNMENTS", "HEADS", "create_model", "list_models", "register_model"]
+__all__ = ["ALIGNMENTS", "HEADS", "HRNET_HEADS", "OFFSET_HEADS", "create_model", "list_models", "register_model"]

@@ -2,10 +2,13 @@
 its output grid in the feature map it reads, so codecs can decode on the exact grid.
 
 - ``heatmap``: 1x1 conv to K heatmaps (SimpleBaseline/HRNet).
-- ``udp``: 1x1 conv to K heatmaps + K x-offsets + K y-offsets, the layout of the UFPA/UDP code.
+- ``udp``: 1x1 conv to K heatmaps + K x-offsets + K y-offsets (codec ``udp``; the official UFPA code interleaves the
+  offsets as x_0, y_0, x_1, ..., which ``ufpa_official`` maps to this layout).
 - ``sr``: SRPose-style super-resolution head: 1x1 conv to K low-resolution heatmaps, a grouped 3x3 conv (one group
   per keypoint) to K*r^2 channels and pixel shuffle by r: heatmaps at r times the feature resolution.
 - ``duc``: EFASNet-style dense upsampling convolution: 3x3 conv to K*r^2 channels and pixel shuffle by r.
+- ``ufpa_official`` (HRNet only): the official UFPA code's head, a 1x1 conv to the ``udp`` layout that reads HRNet's
+  last fusion widened to 4*C0 channels (see ``UFPAOfficialHead``).
 
 Pixel shuffle puts the r sub-pixels of feature sample i at ``i - 1/2 + (t + 1/2)/r`` (``geometry.pixel_shuffle``): with
 features at stride 4 and r = 4 the heatmap pixel o sits at input x = o - 1.5, not o.
@@ -17,7 +20,9 @@ from torch import nn
 
 from .. import geometry
 
-HEADS = ("heatmap", "udp", "sr", "duc")
+HEADS = ("heatmap", "udp", "sr", "duc")  # heads every architecture builds
+HRNET_HEADS = HEADS + ("ufpa_official",)  # 'ufpa_official' changes HRNet's last module, so only HRNet builds it
+OFFSET_HEADS = ("udp", "ufpa_official")  # output [K heatmaps, K x-offsets, K y-offsets]: decoded by codec 'udp'
 
 
 class HeatmapHead(nn.Module):
@@ -40,6 +45,29 @@ class UDPHead(HeatmapHead):
 
     def __init__(self, in_channels: int, num_keypoints: int):
         super().__init__(in_channels, num_keypoints, channels_per_keypoint=3)
+
+
+class UFPAOfficialHead(UDPHead):
+    """The official UFPA code's head: one 1x1 conv (with bias) from HRNet's widened last fusion (``widen`` * C0
+    channels, built by ``ufpa.models.hrnet``) to 3K channels, in the ``udp`` layout: K heatmaps, K x-offsets, K
+    y-offsets.
+
+    The official code orders the same 3K channels [K heatmaps, x_0, y_0, x_1, y_1, ...] (on flip, its ``validate``
+    negates offset channels 0::2, the x ones). Why this head permutes the conv's rows once, on import, rather than its
+    output on every forward: the forward stays one conv (nothing extra for torch.fx, the audit, CUDA graphs or
+    channels_last), and the loss, codec ``udp`` and its flip-back read it as they read ``udp``. ``official_order`` is
+    the permutation; ``ufpa.models.official`` applies it to the official ``final_layer`` on import (its inverse on
+    export), so imported weights map exactly, row for row, and no parameter is added.
+    """
+
+    widen = 4  # the official last fusion widens branch 0 from C0 to 4*C0 channels
+
+    @staticmethod
+    def official_order(num_keypoints: int) -> list[int]:
+        """The official channel each channel of this head holds: heatmaps 0..K-1, then x_k = K + 2k, y_k = K + 2k + 1.
+        """
+        k = num_keypoints
+        return list(range(k)) + list(range(k, 3 * k, 2)) + list(range(k + 1, 3 * k, 2))
 
 
 class _ShuffleHead(nn.Module):
@@ -89,4 +117,7 @@ def build_head(kind: str, in_channels: int, num_keypoints: int, upscale: int = 4
         return SRHead(in_channels, num_keypoints, upscale, padding_mode)
     if kind == "duc":
         return DUCHead(in_channels, num_keypoints, upscale, padding_mode)
+    if kind in HRNET_HEADS:
+        raise ValueError(f"head {kind!r} widens HRNet's last fusion, so only HRNet builds it: use an hrnet_* model "
+                         f"(ufpa.models.list_models('hrnet*')) or one of {HEADS}")
     raise ValueError(f"unknown head {kind!r}; choose one of {HEADS}")

@@ -19,6 +19,13 @@ ufpa_any           size-free x = o/2^k (``ops.aligned_upsample``)             an
 
 No variant adds or removes a parameter. Shift errors per variant are derived in notebook 01 and measured in models by
 ``ufpa.audit``.
+
+The paper's own model, exactly: ``alignment='ufpa', head='ufpa_official'`` at 32m+1 (e.g. 257x193). Its last module
+widens branch 0 to 4*C0 channels at the final fusion, as the official UFPA code does: a bias-free 1x1 conv (no BN) on
+the identity path, 1x1 conv + BN to 4*C0 before each upsampling; the head reads those 4*C0 channels
+(``heads.UFPAOfficialHead``). HRNet-W32 with 17 keypoints: 28,589,811 parameters (28,537,235 with ``head='udp'``).
+A 1x1 conv moves no sample, so positions, the output grid and the audit are those of the same alignment with
+``udp``. ``ufpa.models.official`` imports the official HRNet and UFPA state dicts.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from torch import nn
 from .. import geometry
 from ._layers import BN_MOMENTUM, UPSAMPLE_MODE, Resample, check_input_size, conv3x3, conv_bn, padding_mode
 from ._registry import register_model
-from .heads import build_head
+from .heads import HRNET_HEADS, UFPAOfficialHead, build_head
 
 
 @dataclass(frozen=True)
@@ -105,18 +112,27 @@ def _down_fuse(cin: int, cout: int, steps: int, padding_mode: str) -> nn.Sequent
 
 
 class HighResolutionModule(nn.Module):
-    def __init__(self, widths, blocks: int, num_outputs: int, mode: str, padding_mode: str):
+    """Branches of basic blocks, then each of ``num_outputs`` outputs fuses all branches. ``widen`` > 1 (the last
+    module of the official UFPA code, one output): output 0 has ``widen`` * C0 channels, its identity path a bias-free
+    1x1 conv (no BN, as there)."""
+
+    def __init__(self, widths, blocks: int, num_outputs: int, mode: str, padding_mode: str, widen: int = 1):
         super().__init__()
+        if widen != 1 and num_outputs != 1:
+            raise ValueError(f"widen={widen} needs num_outputs=1 (only the last module widens), got {num_outputs}")
         self.branches = nn.ModuleList(
             nn.Sequential(*[BasicBlock(w, padding_mode) for _ in range(blocks)]) for w in widths)
         self.fuse = nn.ModuleList()
         for i in range(num_outputs):
             row = nn.ModuleList()
+            width = widths[i] * widen
             for j, w in enumerate(widths):
                 if j > i:
-                    row.append(UpFuse(w, widths[i], 2 ** (j - i), mode))
+                    row.append(UpFuse(w, width, 2 ** (j - i), mode))
                 elif j < i:
-                    row.append(_down_fuse(w, widths[i], i - j, padding_mode))
+                    row.append(_down_fuse(w, width, i - j, padding_mode))
+                elif widen != 1:
+                    row.append(nn.Conv2d(w, width, 1, bias=False))
                 else:
                     row.append(nn.Identity())
             self.fuse.append(row)
@@ -140,6 +156,8 @@ class HRNet(nn.Module):
     def __init__(self, spec: HRNetSpec, num_keypoints: int = 17, alignment: str = "baseline", head: str = "heatmap",
                  input_size: tuple[int, int] = (256, 192), upscale: int = 4, padding: str | None = None):
         super().__init__()
+        if head not in HRNET_HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {HRNET_HEADS}")
         check_input_size(alignment, input_size, 32, "HRNet (4 branches down to stride 32)")
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
         mode, pad = UPSAMPLE_MODE[alignment], padding_mode(alignment, padding)
@@ -154,16 +172,21 @@ class HRNet(nn.Module):
         self.transitions = nn.ModuleList()
         self.stages = nn.ModuleList()
         previous = [cin]
+        widen = UFPAOfficialHead.widen if head == "ufpa_official" else 1
         for stage, n_modules in enumerate(spec.modules):
             widths = spec.widths[: stage + 2]
             self.transitions.append(self._transition(previous, widths, pad))
             modules = []
             for m in range(n_modules):
                 last = stage == len(spec.modules) - 1 and m == n_modules - 1
-                modules.append(HighResolutionModule(widths, spec.blocks, 1 if last else len(widths), mode, pad))
+                modules.append(HighResolutionModule(widths, spec.blocks, 1 if last else len(widths), mode, pad,
+                                                    widen if last else 1))
             self.stages.append(nn.ModuleList(modules))
             previous = list(widths)
-        self.head = build_head(head, spec.widths[0], num_keypoints, upscale, pad)
+        if head == "ufpa_official":
+            self.head = UFPAOfficialHead(spec.widths[0] * widen, num_keypoints)
+        else:
+            self.head = build_head(head, spec.widths[0], num_keypoints, upscale, pad)
         self.num_keypoints, self.head_kind = num_keypoints, head
 
     @staticmethod
