@@ -77,6 +77,8 @@ def provenance(seed: int | None = None) -> dict:
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
         "git_dirty": bool(status) if status is not None else None,
         "device": device_description(),
+        # the kernels torch dispatched (AVX512, AVX2, DEFAULT...): CPU numbers are bit-identical only within one
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

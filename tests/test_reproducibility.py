@@ -1,0 +1,80 @@
+"""Reproducibility as the README states it: bit for bit on the same CPU type and torch build, within
+``train.CROSS_CPU_TOLERANCE`` under another kernel dispatch. Notebook 05's smoke run is trained under this machine's
+dispatch and under AVX2 / scalar kernels (``ATEN_CPU_CAPABILITY`` for torch, ``ONEDNN_MAX_CPU_ISA`` for oneDNN)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ufpa import records, train
+from ufpa.data import synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+DISPATCH = {"native": {}, "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+            "scalar": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}}
+RUN = """
+import sys, torch
+from ufpa import train
+cfg = train.TrainConfig(**{cfg!r})
+train.train(cfg)
+print(torch.backends.cpu.get_cpu_capability())
+"""
+
+
+def notebook_smoke(data, tmp_path) -> train.TrainConfig:
+    """Notebook 05's defaults (the run nbval executes), with its outputs under tmp_path."""
+    return train.TrainConfig(model="hrnet_w8_tiny", head="udp", codec="udp", input_size=(96, 64), sigma=2.0,
+                             fg_weight=20.0, data=str(data), epochs=2, batch_size=16, lr=0.005, warmup_steps=10,
+                             eval_every=1, threads=1, out=str(tmp_path / "runs"), reports=str(tmp_path / "reports"),
+                             progress=False)
+
+
+@pytest.mark.skipif(not torch.backends.cpu.get_cpu_capability().startswith("AVX"),
+                    reason="kernel dispatch can be changed on x86 CPUs with AVX2 or AVX-512 only")
+def test_notebook_smoke_run_is_within_tolerance_under_other_kernels(tmp_path):
+    data = tmp_path / "data"
+    synthetic.ensure(data, "easy", train=160, val=32, seed=0, workers=2)
+    native = torch.backends.cpu.get_cpu_capability()
+    others = ["scalar"] + (["avx2"] if native.startswith("AVX512") else [])
+    procs, cfgs = {}, {}
+    for name in ["native", *others]:
+        cfg = notebook_smoke(data, tmp_path / name)
+        cfgs[name] = cfg
+        fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+        env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+        procs[name] = subprocess.Popen([sys.executable, "-c", RUN.format(cfg=fields)], cwd=ROOT,
+                                       env={**env, **DISPATCH[name]}, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+    used = {}
+    for name, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        used[name] = out.split()[-1]
+    assert len(set(used.values())) == len(used), f"the dispatch settings did not take: {used}"
+    recs = {name: records.read_record(train.record_path(cfg)) for name, cfg in cfgs.items()}
+    for name in others:
+        a, b = recs["native"]["results"], recs[name]["results"]
+        # the kernels really differ (else this test proves nothing) ...
+        assert json.dumps(a["flip"], sort_keys=True) != json.dumps(b["flip"], sort_keys=True), name
+        # ... and the numbers stay within the stated tolerance
+        assert train.cross_cpu_differences(recs["native"], recs[name]) == [], (used, name)
+
+
+def test_tolerance_names_what_is_out_of_it():
+    rec = {"results": {"run_id": "r", "learning_curve": [{"epoch": 1, "loss": 2.0}],
+                       "flip": {"AP": 0.5, "AR": 0.6, "epe_mean": 10.0, "epe_median": 8.0, "flip_consistency_px": 3.0,
+                                "bias_x": 0.1, "bias_y": -0.2}}}
+    rec["results"]["no_flip"] = dict(rec["results"]["flip"])
+    other = json.loads(json.dumps(rec))
+    assert train.cross_cpu_differences(rec, other) == []
+    other["results"]["flip"]["epe_mean"] = 11.0  # 9 % off
+    other["results"]["learning_curve"][0]["loss"] = 2.001  # 0.05 %: within
+    assert [d.split(":")[0] for d in train.cross_cpu_differences(rec, other)] == ["flip epe_mean"]
+    other["results"]["run_id"] = "s"
+    with pytest.raises(ValueError, match="two configs"):
+        train.cross_cpu_differences(rec, other)
