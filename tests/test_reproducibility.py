@@ -78,3 +78,19 @@ def test_tolerance_names_what_is_out_of_it():
     other["results"]["run_id"] = "s"
     with pytest.raises(ValueError, match="two configs"):
         train.cross_cpu_differences(rec, other)
+
+
+def test_the_committed_cross_cpu_records_are_within_tolerance():
+    """What the README states: the study run re-trained under AVX-512 and AVX2 kernels (reports/cross_cpu/) agrees with
+    the committed record within the tolerance, each record naming the kernels it ran on."""
+    name = "hrnet_w8_tiny-baseline-96x64-udp-s0-4d8f0c5b.json"
+    committed = records.read_record(ROOT / "reports" / "results" / "runs" / name)
+    others = {isa: records.read_record(ROOT / "reports" / "cross_cpu" / isa / "results" / "runs" / name)
+              for isa in ("avx512", "avx2")}
+    assert {isa: r["provenance"]["cpu_capability"] for isa, r in others.items()} == {"avx512": "AVX512",
+                                                                                     "avx2": "AVX2"}
+    assert train.cross_cpu_differences(others["avx512"], others["avx2"]) == []
+    for rec in others.values():
+        assert rec["config"] | {"data": "", "out": "", "reports": ""} == committed["config"] | {
+            "data": "", "out": "", "reports": ""}
+        assert train.cross_cpu_differences(committed, rec) == []
