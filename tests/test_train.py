@@ -238,3 +238,22 @@ def test_run_id_does_not_depend_on_where_the_data_lives(tmp_path):
     assert train.run_id(a) != train.run_id(replace(a, data="data/synthpose")) != train.run_id(replace(a, lr=1e-3))
     # the sweep (relative paths) and notebook 05 (paths resolved from the repository root) agree
     assert train.run_id(train.notebook_config(vars(a))) == train.run_id(a)
+
+
+def test_run_checks_assert_what_holds_on_any_machine():
+    """Notebook 05's check cell: the record is the config's, metrics finite, loss fell (when there is a curve)."""
+    cfg = train.TrainConfig()
+    metrics = {"AP": 0.5, "epe_mean": 3.0}
+    rec = {"results": {"run_id": train.run_id(cfg), "flip": dict(metrics), "no_flip": dict(metrics),
+                       "learning_curve": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}]}}
+    assert "loss fell over 2 epochs" in train.run_checks(rec, cfg)
+    one = {"results": {**rec["results"], "learning_curve": [{"epoch": 1, "loss": 2.0}]}}
+    assert "one epoch" in train.run_checks(one, cfg)
+    flat = {"results": {**rec["results"], "learning_curve": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 2.0}]}}
+    with pytest.raises(ValueError, match="did not fall"):
+        train.run_checks(flat, cfg)
+    nan = {"results": {**rec["results"], "flip": {"AP": float("nan")}}}
+    with pytest.raises(ValueError, match="not finite"):
+        train.run_checks(nan, cfg)
+    with pytest.raises(ValueError, match="not of this config"):
+        train.run_checks(rec, replace(cfg, seed=1))

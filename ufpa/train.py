@@ -777,11 +777,13 @@ def run_checks(record: dict, cfg: TrainConfig) -> str:
         if bad:
             raise ValueError(f"{name} metrics {bad} are not finite")
     curve = record["results"]["learning_curve"]
+    checked = f"checked: the record is this run's ({run_id(cfg)}) and its metrics are finite"
+    if len(curve) < 2:  # one epoch has no curve to read
+        return checked + "; one epoch: no learning curve to check"
     if not curve[-1]["loss"] < curve[0]["loss"]:
         raise ValueError(f"the training loss did not fall ({curve[0]['loss']:.4g} -> {curve[-1]['loss']:.4g}): check "
                          "the learning rate and the data before reading the metrics")
-    return (f"checked: the record is this run's ({run_id(cfg)}), its metrics are finite, and the training loss fell "
-            f"over {len(curve)} epochs")
+    return checked + f", and the training loss fell over {len(curve)} epochs"
 
 
 def cross_cpu_differences(a: dict, b: dict) -> list[str]:
