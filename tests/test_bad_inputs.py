@@ -3,6 +3,7 @@ README's "Bad input" table lists these checks; keep the two in step."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -301,3 +302,183 @@ def test_codecs_refuse_labelled_nan_keypoints():
     visible[0, 3] = 0  # unlabelled: its coordinates do not matter
     out = codec.encode(keypoints, visible)
     assert out["target_weight"][0, 3] == 0 and np.isfinite(out["target"]).all()
+
+
+# --- issue 18: silent changes now refused -----------------------------------------------------------------------
+def test_a_synthpose_folder_of_another_size_is_refused(tmp_path):
+    """`synth --out data/synthpose-easy` makes 2000/200 images, the cpu profile wants 4000/400 in the same folder:
+    the profile must not train on half the data under its run ids."""
+    root = tmp_path / "synthpose-easy"
+    synthetic.ensure(root, "easy", train=3, val=2, seed=0, workers=1)
+    assert synthetic.ensure(root, "easy", train=3, val=2, seed=0)  # the same request: nothing to say
+    for ask, message in ((dict(train=6), r"train split has images 3 \(asked: 6\)"),
+                         (dict(seed=1), r"seed 0 \(asked: 1\)"),
+                         (dict(difficulty="standard"), r"max_people=1 \(asked: 3\)")):
+        request = {"difficulty": "easy", "train": 3, "val": 2, "seed": 0, **ask}
+        with pytest.raises(ValueError, match=message + ".*Delete the folder"):
+            synthetic.ensure(root, **request)
+    before = (root / "annotations" / "person_keypoints_train.json").read_bytes()
+    assert (root / "annotations" / "person_keypoints_train.json").read_bytes() == before  # nothing touched
+
+
+def test_duplicate_yaml_keys_and_empty_grids_are_refused(tmp_path):
+    from ufpa import sweep
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: x\nbase: {epochs: 1}\ngrid:\n  alignment: [baseline]\n  alignment: [ufpa_any]\n")
+    with pytest.raises(ValueError, match=r"'alignment' is given twice \(lines 4 and 5\)"):
+        sweep.load_grid(grid)
+    for text in ("name: x\nbase: {epochs: 1}\n", "name: x\nbase: {epochs: 1}\ngrid: {}\n"):
+        grid.write_text(text)
+        with pytest.raises(ValueError, match="no 'grid'"):
+            sweep.load_grid(grid)
+
+
+@pytest.mark.parametrize("data, message", [
+    ("{difficulty: easy, train: 4}", "needs 'out'"),
+    ("{out: d, trian: 4}", r"g.yaml: data section: unknown SynthPose option 'trian' \(did you mean 'train'\?\)"),
+    ("{out: d, train: -1}", "train=-1: must be an integer >= 0"),
+])
+def test_a_bad_data_section_is_named_with_its_profile(tmp_path, data, message):
+    from ufpa import sweep
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text(f"name: x\ndata: {data}\nbase: {{epochs: 1}}\ngrid: {{seed: [0]}}\n")
+    with pytest.raises(ValueError, match=message):
+        sweep.load_grid(grid)
+
+
+def test_an_override_given_twice_is_refused():
+    from ufpa import train
+
+    with pytest.raises(ValueError, match=r"model is given twice \(model='a' and 'model=b'\)"):
+        config.from_overrides(train.TrainConfig(), ["model=a", "model=b"])
+
+
+def test_duplicate_image_ids_are_refused(dataset, tmp_path):
+    doc = _doc(dataset)
+    doc["images"].append(dict(doc["images"][0], file_name="other.jpg"))
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"image id\(s\) \[1\] appear more than once"):
+        coco.CocoKeypoints(path, dataset / "images" / "val")
+
+
+def test_an_image_damaged_after_loading_is_refused_when_read(dataset, tmp_path):
+    """cv2.imread decodes a truncated JPEG as a part-grey image with only a warning: the item refuses it."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(dataset, root)
+    ds = coco.CocoKeypoints(root / "annotations" / "person_keypoints_val.json", root / "images" / "val")
+    first = ds.instances[0].file
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    with pytest.raises(OSError, match=f"cannot decode image .*{first.name} \\(truncated"):
+        ds[0]
+
+
+def test_aligned_size_refuses_what_is_not_an_image_size():
+    from ufpa import geometry
+
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match="an integer >= 1"):
+            geometry.aligned_size(bad)
+    res = subprocess.run([sys.executable, "-m", "ufpa", "aligned-size", "--", "-5", "0"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert res.returncode != 0 and "are not image sizes" in res.stderr and "use 33" not in res.stdout
+
+
+# --- issue 18: faults that leave debris or unclear errors ----------------------------------------------------------
+def _tiny_run(dataset, tmp_path, **changes):
+    from dataclasses import replace
+
+    from ufpa import train
+
+    cfg = train.TrainConfig(data=str(dataset), input_size=(96, 64), epochs=1, batch_size=2, train_limit=2,
+                            val_limit=2, warmup_steps=1, threads=1, out=str(tmp_path / "runs"),
+                            reports=str(tmp_path / "reports"), progress=False, sigma=2.0)
+    return replace(cfg, **changes)
+
+
+def test_output_folders_are_checked_before_training(dataset, tmp_path):
+    from ufpa import train
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for field in ("out", "reports"):
+        cfg = _tiny_run(dataset, tmp_path, **{field: str(blocker / "sub")})
+        with pytest.raises(OSError, match=f"cannot write to .*a-file/sub.*\\({field}="):
+            train.train(cfg)
+    assert not list(tmp_path.rglob("checkpoint.pt"))  # nothing was trained first
+
+
+def test_debris_of_a_killed_run_is_cleaned_and_the_results_pair_with_their_record(dataset, tmp_path):
+    from ufpa import report, train
+
+    cfg = _tiny_run(dataset, tmp_path)
+    directory, rdir = train.run_dir(cfg), train.record_path(cfg).parent
+    directory.mkdir(parents=True)
+    rdir.mkdir(parents=True)
+    debris = [directory / ".checkpoint.pt.tmp4242", rdir / f".{train.run_id(cfg)}.keypoints.json.x1y2",
+              rdir / f".{train.run_id(cfg)}.json.a9b8"]
+    for path in debris:
+        path.write_bytes(b"half")
+    train.train(cfg)
+    assert not any(p.exists() for p in debris)
+    results = train.record_path(cfg).with_suffix(".keypoints.json")
+    assert len(report.run_records(rdir.parent)) == 1
+    results.write_text("[]")  # a results file of another write of this run
+    with pytest.raises(ValueError, match="is not the results file of the record"):
+        report.run_records(rdir.parent)
+
+
+def test_a_full_disk_is_named_and_the_previous_file_kept(tmp_path, monkeypatch):
+    import errno
+
+    from ufpa import train
+
+    path = tmp_path / "checkpoint.pt"
+    train.save_checkpoint(path, {"epoch": 1})
+
+    def full(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"checkpoint .*checkpoint.pt \(disk full\); the previous checkpoint is intact"):
+        train.save_checkpoint(path, {"epoch": 2})
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True)["epoch"] == 1 and not list(tmp_path.glob(".*tmp*"))
+
+    record = tmp_path / "r.json"
+    records.atomic_write_text(record, "old")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(OSError, match=r"could not write .*r.json \(disk full\); the previous r.json, if any"):
+        records.atomic_write_text(record, "new")
+    assert record.read_text() == "old" and not list(tmp_path.glob(".r.json.*"))
+
+
+def test_the_cli_says_an_expected_error_in_one_line(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "ufpa", "train", f"data={tmp_path / 'none'}", "epochs=1"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "ufpa train: no dataset at" in res.stderr
+    helped = subprocess.run([sys.executable, "-m", "ufpa", "train", "--help"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert "epochs=10" in helped.stdout and "passes over the training instances" in helped.stdout
+
+
+def test_the_readme_table_and_this_file_are_in_step():
+    """Every test here is named in README's "Bad input" table, and every test the table names exists."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## Bad input"):]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")][1:]
+    assert all(line.count(" | ") == 2 for line in rows), "each row: input | what happens | test"
+    named = {name for line in rows for name in re.findall(r"`(test_\w+)`", line.rsplit(" | ", 1)[1])}
+    here = set(re.findall(r"^def (test_\w+)", Path(__file__).read_text(encoding="utf-8"), re.M))
+    here.discard("test_the_readme_table_and_this_file_are_in_step")
+    assert here - named == set(), f"tests missing from the README table: {sorted(here - named)}"
+    assert named - here == set(), f"the README table names tests that do not exist: {sorted(named - here)}"

@@ -44,7 +44,7 @@ def test_bad_grids_are_named(tmp_path):
     bad.write_text("grid: {alignment: [baseline, nope]}\n")
     with pytest.raises(ValueError, match="alignment='nope'"):
         sweep.expand(sweep.load_grid(bad))
-    bad.write_text("base: {epoch: 3}\n")
+    bad.write_text("base: {epoch: 3}\ngrid: {seed: [0]}\n")  # a grid is needed (issue 18): one run of base
     with pytest.raises(ValueError, match="did you mean 'epochs'"):
         sweep.expand(sweep.load_grid(bad))
     bad.write_text("grids: {}\n")

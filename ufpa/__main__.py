@@ -33,9 +33,19 @@ def _verify(args) -> int:
     return 0 if summary["passed"] else 1
 
 
+def _expected_errors() -> tuple:
+    """What bad input, a missing dataset or a stopped run raise: shown as one line, not a traceback."""
+    from .train import TrainingError
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, TrainingError, OSError)
+
+
 def _aligned_size(args) -> int:
     from . import geometry
 
+    bad = [n for n in args.sizes if n < 1]
+    if bad:
+        raise SystemExit(f"aligned-size: {bad} are not image sizes; give sizes >= 1, e.g. aligned-size 256 192")
     for n in args.sizes:
         size = geometry.aligned_size(n, args.levels, args.stem_stride)
         note = "aligned" if size == n else f"not aligned; use {size}"
@@ -224,15 +234,17 @@ def main(argv=None) -> int:
     sizes.add_argument("--stem-stride", type=int, default=4)
     sizes.set_defaults(run=_aligned_size)
 
-    synth = sub.add_parser("synth", help="generate a SynthPose dataset in COCO format")
+    synth = sub.add_parser("synth", help="generate a SynthPose dataset in COCO format",
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     synth.add_argument("--out", required=True, help="dataset folder (images/ and annotations/ go inside)")
-    synth.add_argument("--train", type=int, default=2000)
-    synth.add_argument("--val", type=int, default=200)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--height", type=int, default=256)
-    synth.add_argument("--width", type=int, default=192)
-    synth.add_argument("--difficulty", default="standard", help="standard (default) or easy (the CPU profile's data)")
-    synth.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    synth.add_argument("--train", type=int, default=2000, help="training images")
+    synth.add_argument("--val", type=int, default=200, help="val images")
+    synth.add_argument("--seed", type=int, default=0, help="the dataset's seed (same seed, same images)")
+    synth.add_argument("--height", type=int, default=256, help="image height (px)")
+    synth.add_argument("--width", type=int, default=192, help="image width (px)")
+    synth.add_argument("--difficulty", default="standard", help="standard or easy (the cpu profile's data, with "
+                       "--train 4000 --val 400)")
+    synth.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes rendering images")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)
 
@@ -242,7 +254,12 @@ def main(argv=None) -> int:
     bench.add_argument("--out", help="record path (default: reports/results/bench_models_<model>_<device>.json)")
     bench.set_defaults(run=_bench)
 
-    train = sub.add_parser("train", help="train and evaluate one model, e.g. `train model=hrnet_w8_tiny epochs=5`")
+    from . import config
+    from .train import TrainConfig
+
+    train = sub.add_parser("train", help="train and evaluate one model, e.g. `train model=hrnet_w8_tiny epochs=5`",
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog="keys (key=default, then what it is):\n" + config.help_table(TrainConfig))
     train.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.train.TrainConfig")
     train.set_defaults(run=_train)
 
@@ -265,7 +282,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "cases", 1) < 1:
         parser.error("--cases must be >= 1")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except _expected_errors() as err:
+        # an expected error is one clear line (its message names the problem and the fix); UFPA_TRACEBACK=1 shows
+        # where it came from
+        if os.environ.get("UFPA_TRACEBACK"):
+            raise
+        print(f"ufpa {args.command}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def from_overrides(cfg, pairs: list[str]):
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"bad override {pair!r}: use key=value, e.g. epochs=5")
+        if key.strip() in values:  # which one was meant is a guess: refuse rather than keep the last
+            raise ValueError(f"{key.strip()} is given twice ({key.strip()}={values[key.strip()]!r} and {pair!r}); "
+                             "give each key once")
         values[key.strip()] = parse_value(raw)
     return replace(cfg, values)
 
@@ -125,3 +128,28 @@ def check_known_parameters(namespace: dict, known) -> None:
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ValueError(f"unknown notebook parameter {', '.join(hints)}; this notebook's parameters are "
                          f"{', '.join(sorted(known))} (papermill passes them with -p NAME VALUE)")
+
+
+def field_comments(cls) -> dict[str, str]:
+    """Each field's one-line comment in the dataclass's source (``name: type = default  # comment``), so help texts
+    read the comments the config itself carries."""
+    import inspect
+    import re
+
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+):[^#]*#\s*(.+)$", line)
+        if m:
+            out[m[1]] = m[2].strip()
+    return out
+
+
+def help_table(cls) -> str:
+    """Every field of a config dataclass as ``key=default  comment`` lines, for ``--help``."""
+    comments = field_comments(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((f"{f.name}={default!r}", comments.get(f.name, "")))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {c}" for k, c in rows)

@@ -652,6 +652,8 @@ def is_fusion_aligned(n: int, levels: int = 4, stem_convs: int = 2) -> bool:
 
 def aligned_size(request: int, levels: int = 4, stem_stride: int = 4) -> int:
     """Smallest aligned input size >= ``request`` (e.g. 257 for 256 with HRNet's 4 levels)."""
+    if isinstance(request, bool) or not isinstance(request, (int, np.integer)) or request < 1:
+        raise ValueError(f"input size {request!r}: an image size is an integer >= 1 (e.g. 256)")
     s = total_stride(levels, stem_stride)
     return 1 + s * max(1, math.ceil((request - 1) / s))
 

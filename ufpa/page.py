@@ -61,6 +61,7 @@ def execute_notebooks(profile, reports_root=None, progress: bool = False) -> lis
                                 f"{record_path(cfg)} is missing): run `make study` first")
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     params["compare_with"] = [v for v in report.VARIANTS if v != cfg.alignment]
+    params["synth"] = None  # a finished run: its data is there, made by the sweep
     sweep.check_parameters(params)
     nb = records.REPO_ROOT / "notebooks"
     pm.execute_notebook(str(nb / "05_train.ipynb"), str(out / "05_train.ipynb"), parameters=params,

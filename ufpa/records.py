@@ -7,6 +7,7 @@ atomically, so an interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -121,10 +122,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"could not write {path} ({write_failure(err)}); the previous {path.name}, if any, is intact: "
+                      "free disk space (or fix the folder) and run again") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_failure(err: BaseException) -> str:
+    """A write error in words: a full disk says so (torch.save reports it as 'unexpected pos')."""
+    if getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in str(err) or "No space left" in str(err):
+        return "disk full"
+    return getattr(err, "strerror", None) or str(err)
 
 
 def finite_numbers(values, n: int | None = None) -> bool:

@@ -14,6 +14,7 @@ same model, head, codec, nominal input size, flip-test setting and seed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 from pathlib import Path
 
@@ -129,7 +130,13 @@ def run_records(results_dir) -> list[tuple[Path, dict]]:
         raise FileNotFoundError(f"no training records in {folder}; run `make study` (or `python -m ufpa sweep "
                                 f"profiles/cpu.yaml`) first")
     paths = sorted(p for p in folder.glob("*.json") if not p.name.endswith((".keypoints.json", ".failed.json")))
-    return [(p, records.read_record(p, kind="train_run")) for p in paths]
+    out = [(p, records.read_record(p, kind="train_run")) for p in paths]
+    for path, rec in out:  # a results file left by another write of this run must not pass as this record's
+        want, results = rec["results"].get("keypoints_sha256"), path.with_suffix(".keypoints.json")
+        if want and results.is_file() and hashlib.sha256(results.read_bytes()).hexdigest() != want:
+            raise ValueError(f"{results} is not the results file of the record {path.name} (its hash differs): the "
+                             "run was written twice or cut short between the two; re-run it")
+    return out
 
 
 def load_runs(results_dir) -> pd.DataFrame:

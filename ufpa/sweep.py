@@ -40,12 +40,28 @@ NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
 GRID_KEYS = ("name", "data", "base", "grid", "notebook")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last without a word, so
+    ``alignment: [baseline]`` then ``alignment: [ufpa_any]`` would drop a grid value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                lines = f"lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice ({lines}); give each key once", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_grid(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no sweep grid at {path}; the profiles are in {records.REPO_ROOT / 'profiles'}")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ValueError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(doc, dict):
@@ -56,9 +72,23 @@ def load_grid(path) -> dict:
     for key in ("base", "grid", "data"):
         if not isinstance(doc.get(key) or {}, dict):
             raise ValueError(f"{path}: '{key}' must be a mapping")
-    for key, values in (doc.get("grid") or {}).items():
+    if not doc.get("grid"):  # else the product of no lists is one run of `base`, which nobody asked for by name
+        raise ValueError(f"{path}: no 'grid' (or an empty one): a grid names at least one field with a list of "
+                         "values, e.g. grid: {seed: [0]}")
+    for key, values in doc["grid"].items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: grid '{key}' must be a non-empty list, e.g. {key}: [a, b]")
+    if doc.get("data"):
+        data = doc["data"]
+        if "out" not in data:
+            raise ValueError(f"{path}: the 'data' section needs 'out', the folder to make SynthPose in, e.g. "
+                             "data: {out: data/synthpose-easy, difficulty: easy, train: 4000, val: 400, seed: 0}")
+        from .data import synthetic
+
+        try:
+            synthetic.check_request(**{k: v for k, v in data.items() if k != "out"})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: data section: {err}") from err
     doc.setdefault("name", path.stem)
     return doc
 
@@ -127,6 +157,7 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     if rec.is_file() and done.is_file() and not force:  # finished here; a fresh clone re-trains committed records
         return _row(cfg, "skipped", rec)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+    params["synth"] = None  # the sweep made its data (ensure_data); the notebook's own default must not check it
     check_parameters(params, notebook)
     out_nb = rec.parent.parent.parent / "runs" / f"{rid}.ipynb"
     out_nb.parent.mkdir(parents=True, exist_ok=True)

@@ -380,14 +380,36 @@ class Step:
 # --- checkpoints -----------------------------------------------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict):
-    """Atomic: a temporary file in the same folder, then a rename, so a kill never leaves half a checkpoint."""
+    """Atomic: a temporary file in the same folder, then a rename, so a kill never leaves half a checkpoint (and the
+    temporary file a kill leaves is removed when the run starts again, ``prepare_output``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as "unexpected pos ..."
+        raise OSError(f"could not write the checkpoint {path} ({records.write_failure(err)}); the previous "
+                      "checkpoint is intact: free disk space (or fix the folder) and run again to resume") from err
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def prepare_output(cfg: TrainConfig, directory: Path) -> None:
+    """Before any work: the run directory and the record folder exist and take a file (else the run would fail after
+    training), and the temporary files a killed run left there are gone."""
+    for folder, what in ((directory, f"out={cfg.out!r}"), (record_path(cfg).parent, f"reports={cfg.reports!r}")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".write-probe.tmp{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise OSError(f"cannot write to {folder} ({what}): {err.strerror or err}; choose a folder this user can "
+                          "write to") from err
+    stale = list(directory.glob(".checkpoint.pt.tmp*"))
+    stale += list(record_path(cfg).parent.glob(f".{run_id(cfg)}.*"))  # atomic_write_text's temporary files
+    for path in stale:
+        path.unlink(missing_ok=True)
 
 
 CHECKPOINT_KEYS = ("config", "model", "optimizer", "rng", "epoch", "history", "elapsed_s")
@@ -444,6 +466,8 @@ def train(cfg: TrainConfig) -> Path:
     rid = run_id(cfg)
     directory = run_dir(cfg)
     ckpt_path = directory / "checkpoint.pt"
+    if rank == 0:
+        prepare_output(cfg, directory)
     if (directory / DONE).is_file() and record_path(cfg).is_file():
         if ckpt_path.is_file():
             load_checkpoint(ckpt_path, cfg)  # a checkpoint of another config is refused, finished or not
@@ -562,9 +586,10 @@ def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, 
         metrics = evaluate(model, codec, val_ds, cfg, device, flip_test=flip)
         coco = metrics.pop("coco_results")
         results["flip" if flip else "no_flip"] = metrics
-        if flip:
-            results_file = record_path(cfg).with_suffix(".keypoints.json")
-            records.atomic_write_text(results_file, json.dumps(coco))
+        if flip:  # the record names the results file's hash: a record and a results file of two runs never pair
+            text = json.dumps(coco)
+            results["keypoints_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+            records.atomic_write_text(record_path(cfg).with_suffix(".keypoints.json"), text)
     cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
     results["misalignment"] = misalignment_summary(cfg)
     images = sum(h["images_per_s"] * h["seconds"] for h in history)

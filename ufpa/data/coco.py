@@ -13,6 +13,7 @@ skips (``report``).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -141,6 +142,11 @@ def check_annotations(doc: dict, path="annotations") -> None:
             raise ValueError(f"{path}: images[{i}] lacks one of id, file_name, width, height ({im!r:.120}); {fix}")
         if not finite_numbers([im["width"], im["height"]]) or min(im["width"], im["height"]) <= 0:
             raise ValueError(f"{path}: image {im['id']} has width/height {im['width']!r}x{im['height']!r}; {fix}")
+    ids = [im["id"] for im in doc["images"]]
+    if len(set(ids)) != len(ids):
+        twice = sorted((i for i, n in collections.Counter(ids).items() if n > 1), key=str)[:5]
+        raise ValueError(f"{path}: image id(s) {twice} appear more than once in 'images': an annotation's image_id "
+                         f"would name two images; {fix}")
     for i, ann in enumerate(doc["annotations"]):
         if not isinstance(ann, dict) or "image_id" not in ann:
             raise ValueError(f"{path}: annotations[{i}] lacks image_id ({ann!r:.120}); {fix}")
@@ -154,17 +160,20 @@ def check_annotations(doc: dict, path="annotations") -> None:
                              f"an unlabelled keypoint is [0, 0, 0]; {fix}")
 
 
-def _image_problem(path: Path) -> str | None:
-    """Why an image file cannot be used, checked up front (a zero-byte or truncated file would otherwise fail, or
-    decode half grey, mid-training); None if it looks whole."""
-    size = path.stat().st_size
+def _image_problem(path: Path, data: bytes | None = None) -> str | None:
+    """Why an image file (or its bytes, ``data``) cannot be used: a zero-byte or truncated file would otherwise fail,
+    or decode half grey (OpenCV only warns); None if it looks whole."""
+    size = len(data) if data is not None else path.stat().st_size
     if size == 0:
         return "zero bytes"
     suffix = path.suffix.lower()
     if suffix in (".jpg", ".jpeg", ".png"):
-        with open(path, "rb") as fh:
-            fh.seek(max(size - 4096, 0))
-            tail = fh.read()
+        if data is None:
+            with open(path, "rb") as fh:
+                fh.seek(max(size - 4096, 0))
+                tail = fh.read()
+        else:
+            tail = data[-4096:]
         end = b"\xff\xd9" if suffix != ".png" else b"IEND"
         if end not in tail:
             return "truncated (no end-of-image marker)"
@@ -314,10 +323,13 @@ class CocoKeypoints:
     def __getitem__(self, index) -> dict:
         inst = self.instances[index]
         matrix, flip = self.sample_transform(inst, self._rng(index))
-        image = cv2.imread(str(inst.file), cv2.IMREAD_COLOR)
+        # checked again as it is read: a file damaged after the dataset loaded must not train as a part-grey image
+        data = inst.file.read_bytes()
+        problem = _image_problem(inst.file, data)
+        image = None if problem else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         if image is None:
-            raise OSError(f"cannot decode image {inst.file} (not an image, or damaged after the dataset was loaded); "
-                          "regenerate or re-download it")
+            raise OSError(f"cannot decode image {inst.file} ({problem or 'not an image'}; damaged after the dataset "
+                          "was loaded?); regenerate or re-download it")
         H, W = self.input_size
         crop = cv2.warpAffine(image, matrix, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         crop = (crop[..., ::-1].astype(np.float32) - MEAN) / STD

@@ -21,6 +21,8 @@ writes the same bytes however many processes run.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import json
 import math
 import os
@@ -566,16 +568,54 @@ def _generate(out: Path, train: int, val: int, seed: int, cfg: SynthConfig, work
     return paths
 
 
+def check_request(difficulty: str = "standard", train: int = 2000, val: int = 200, seed: int = 0,
+                  **overrides) -> SynthConfig:
+    """The ``SynthConfig`` a request (a profile's ``data:`` section, less ``out``) asks for, every key checked."""
+    fields = [f.name for f in dataclasses.fields(SynthConfig)]
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, ["difficulty", "train", "val", "seed", *fields], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown SynthPose option {key!r}{hint}; valid: difficulty, train, val, seed, "
+                             f"{', '.join(fields)}")
+    for name, value in (("train", train), ("val", val), ("seed", seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{name}={value!r}: must be an integer >= 0")
+    return synth_config(difficulty, **overrides)
+
+
 def ensure(out: str | os.PathLike, difficulty: str = "standard", train: int = 2000, val: int = 200, seed: int = 0,
            workers: int | None = None, progress: bool = False, **overrides) -> dict:
-    """Generate a SynthPose dataset at ``out`` unless both of its annotation files are there (then nothing is
-    touched); returns the annotation paths. Checks its arguments before writing anything."""
-    cfg = synth_config(difficulty, **overrides)
+    """Generate a SynthPose dataset at ``out`` unless both of its annotation files are there; returns the annotation
+    paths. Checks its arguments before writing anything. A SynthPose dataset already there must be the one asked for
+    (image counts, seed, renderer settings), else a ValueError names the difference: a run must not train on another
+    dataset under the same name. A folder holding another dataset (e.g. COCO) is left alone."""
+    cfg = check_request(difficulty, train, val, seed, **overrides)
     out = Path(out)
     paths = {s: out / "annotations" / f"person_keypoints_{s}.json" for s in ("train", "val")}
     if all(p.is_file() for p in paths.values()):
+        _check_existing(out, paths, {"train": train, "val": val}, seed, cfg)
         return paths
     return generate(out, train, val, seed, cfg, workers=workers or os.cpu_count() or 1, progress=progress)
+
+
+def _check_existing(out: Path, paths: dict, counts: dict, seed: int, cfg: SynthConfig) -> None:
+    wanted = json.loads(json.dumps(asdict(cfg)))  # tuples as JSON has them
+    for split, path in paths.items():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        info = doc.get("info") if isinstance(doc, dict) else None
+        if not (isinstance(info, dict) and str(info.get("description", "")).startswith("SynthPose")):
+            return  # not SynthPose: nothing of ours to compare
+        have = {"images": len(doc.get("images") or []), "seed": info.get("seed"), "config": info.get("config")}
+        want = {"images": counts[split], "seed": seed, "config": wanted}
+        diff = [f"{k} {have[k]!r} (asked: {want[k]!r})" for k in ("images", "seed") if have[k] != want[k]]
+        if have["config"] != wanted:
+            diff += [f"{k}={(have['config'] or {}).get(k)!r} (asked: {v!r})" for k, v in wanted.items()
+                     if (have["config"] or {}).get(k) != v]
+        if diff:
+            raise ValueError(f"{out} holds another SynthPose dataset than the one asked for: {split} split has "
+                             f"{'; '.join(diff)}. Delete the folder to make the one asked for, or point the run "
+                             "(data=, or the profile's data: out) at another folder")
 
 
 def _run(jobs, workers, progress, desc):
