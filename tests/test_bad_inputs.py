@@ -482,3 +482,32 @@ def test_the_readme_table_and_this_file_are_in_step():
     here.discard("test_the_readme_table_and_this_file_are_in_step")
     assert here - named == set(), f"tests missing from the README table: {sorted(here - named)}"
     assert named - here == set(), f"the README table names tests that do not exist: {sorted(named - here)}"
+
+
+def test_a_run_resumes_only_on_its_data_and_code(dataset, tmp_path, monkeypatch):
+    """Halve every x keypoint of the training file, or edit the code, under a run that stopped after an epoch: it
+    refuses to resume (it would mix two datasets or two programs in one run) and names the fix."""
+    import shutil
+
+    from ufpa import train
+
+    root = tmp_path / "data"
+    shutil.copytree(dataset, root)
+    cfg = _tiny_run(root, tmp_path)
+    directory = train.train(cfg)
+    state = torch.load(directory / "checkpoint.pt", weights_only=True)
+    assert state["data_fingerprint"] == train.data_fingerprint(cfg) and state["code_fingerprint"]
+    rec = records.read_record(train.record_path(cfg))["results"]
+    assert rec["data_fingerprint"] == state["data_fingerprint"]
+    (directory / "done.json").unlink()  # as if killed before the end: the next call resumes
+    monkeypatch.setattr(train, "code_fingerprint", lambda: "0" * 16)
+    with pytest.raises(ValueError, match="the code changed since run .* resume it with that code, or delete"):
+        train.train(cfg)
+    monkeypatch.undo()
+    ann = root / "annotations" / "person_keypoints_train.json"
+    doc = json.loads(ann.read_text())
+    for a in doc["annotations"]:
+        a["keypoints"][0::3] = [x / 2 for x in a["keypoints"][0::3]]
+    ann.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="the data changed under run .* Restore the data it started on, or delete"):
+        train.train(cfg)

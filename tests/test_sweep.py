@@ -91,11 +91,33 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(grid, tmp_path):
     path = tmp_path / "failing.yaml"
     path.write_text(yaml.safe_dump(doc))
     reports = tmp_path / "reports"
+    # a finished executed notebook of the failing run (from an earlier sweep) must not be replaced by a half-run one
+    finished = reports / "runs" / f"{sweep.run_id(sweep.expand(sweep.load_grid(path))[1])}.ipynb"
+    finished.parent.mkdir(parents=True)
+    finished.write_text("finished")
     rows = sweep.run_sweep(path, reports=str(reports), progress=False)
     assert [r["status"] for r in rows] == ["done", "failed"]
     failed = reports / "results" / "runs" / f"{rows[1]['run_id']}.failed.json"
     assert "missing_split" in json.loads(failed.read_text())["error"]
     assert "1 failed" in sweep.summary_table(rows)
+    assert finished.read_text() == "finished" and finished.with_suffix(".failed.ipynb").is_file()
+    assert not list((reports / "runs").glob(".*partial*"))
+
+
+def test_a_run_another_sweep_holds_is_left_to_it(grid, tmp_path):
+    """Two sweeps of one profile: the second leaves a run the first is training (its lock names a live pid)."""
+    import os
+
+    cfg = sweep.expand(sweep.load_grid(grid), reports=str(tmp_path / "reports"))[0]
+    folder = records.REPO_ROOT / sweep.run_dir(cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".sweep.lock").write_text(str(os.getppid()))
+    try:
+        row = sweep.run_one(cfg)
+    finally:
+        (folder / ".sweep.lock").unlink()
+    assert row["status"] == "busy" and "another sweep (pid" in row["error"]
+    assert not sweep.record_path(cfg).exists()
 
 
 def test_shards_split_the_grid(grid):

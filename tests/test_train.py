@@ -257,3 +257,13 @@ def test_run_checks_assert_what_holds_on_any_machine():
         train.run_checks(nan, cfg)
     with pytest.raises(ValueError, match="not of this config"):
         train.run_checks(rec, replace(cfg, seed=1))
+
+
+def test_records_hold_paths_relative_to_the_repository(tmp_path):
+    """A record names no machine's folders: paths inside the clone are stored relative to its root (issue 18)."""
+    inside = ROOT / "data" / "synthpose-easy"
+    cfg = train.TrainConfig(data=str(inside), out=str(ROOT / "runs"), reports="")
+    stored = train.record_config(cfg)
+    assert (stored["data"], stored["out"], stored["reports"]) == ("data/synthpose-easy", "runs", "")
+    assert records.repo_relative(tmp_path / "x") == str((tmp_path / "x").resolve())  # outside: absolute
+    assert records.from_repo(stored["data"]) == inside and records.from_repo(str(tmp_path)) == tmp_path

@@ -35,9 +35,10 @@ def _verify(args) -> int:
 
 def _expected_errors() -> tuple:
     """What bad input, a missing dataset or a stopped run raise: shown as one line, not a traceback."""
+    from .records import Busy
     from .train import TrainingError
 
-    return (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, TrainingError, OSError)
+    return (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, TrainingError, OSError, Busy)
 
 
 def _aligned_size(args) -> int:

@@ -7,6 +7,7 @@ atomically, so an interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -41,8 +42,25 @@ def notebook_reports_dir(reports: str) -> Path:
         raise ValueError(f"notebook parameter reports={reports!r} names no folder from the working directory "
                          f"{Path.cwd()}: run papermill with --cwd notebooks (where the default '../reports' is the "
                          "repository's reports/), or pass -p reports with an existing folder or an absolute path")
-    print(f"records and figures go to {path.resolve()}")
+    print(f"records and figures go to {repo_relative(path)}")
     return path
+
+
+def repo_relative(path) -> str:
+    """``path`` as records and pages show it: relative to the repository root when inside it (so a record reads the
+    same in every clone), else absolute."""
+    path = Path(path)
+    resolved = path.resolve() if path.is_absolute() or path.exists() else (REPO_ROOT / path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT.resolve()).as_posix() or "."
+    except ValueError:
+        return str(resolved)
+
+
+def from_repo(path) -> Path:
+    """The inverse of ``repo_relative``: a relative path in a record is taken from the repository root."""
+    path = Path(path)
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def _git(*args: str) -> str | None:
@@ -208,3 +226,47 @@ def check_schema(record: dict, path="record"):
         if not isinstance(record.get(section), dict) or field not in record[section]:
             raise ValueError(f"{path}: the {record.get('kind')!r} record lacks {name}; a record without it cannot "
                              f"back a reported number — re-run the step that wrote it")
+
+
+class Busy(RuntimeError):
+    """A folder another live process is writing (``folder_lock``)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str, what: str, otherwise: str):
+    """One writer per folder: ``folder/name`` holds the writer's pid. A lock whose process is gone (a killed writer on
+    this machine) is taken over; a live one raises ``Busy`` naming ``what`` holds it and ``otherwise`` (the fix)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / name
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise Busy(f"{what} (pid {pid}) is writing {folder}; wait for it to finish, or {otherwise}. If none "
+                           f"is active, delete {lock}") from None
+            lock.unlink(missing_ok=True)  # stale: its writer is gone
+    else:
+        raise Busy(f"cannot take the lock {lock}; delete it if no {what} is active")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

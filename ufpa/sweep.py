@@ -147,7 +147,8 @@ def ensure_data(doc: dict, progress: bool = False):
 
 
 def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
-    """Execute the training notebook for one run; returns a summary row (status: done, skipped or failed)."""
+    """Execute the training notebook for one run; returns a summary row (status: done, skipped, failed, or busy:
+    another sweep holds the run's lock)."""
     import papermill as pm
 
     rid = run_id(cfg)
@@ -161,16 +162,27 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     check_parameters(params, notebook)
     out_nb = rec.parent.parent.parent / "runs" / f"{rid}.ipynb"
     out_nb.parent.mkdir(parents=True, exist_ok=True)
+    # papermill writes as it goes: the run executes into a temporary copy, which replaces the notebook only once the
+    # run finished, so a killed sweep never leaves a half-run notebook in place of a finished one
+    partial = out_nb.with_name(f".{rid}.partial.ipynb")
     start = time.perf_counter()
     try:
-        pm.execute_notebook(str(notebook), str(out_nb), parameters=params, cwd=str(records.REPO_ROOT),
-                            progress_bar=False, kernel_name="python3", log_output=False)
+        with records.folder_lock(records.REPO_ROOT / run_dir(cfg), ".sweep.lock", "another sweep",
+                                 "let that sweep train this run"):
+            pm.execute_notebook(str(notebook), str(partial), parameters=params, cwd=str(records.REPO_ROOT),
+                                progress_bar=False, kernel_name="python3", log_output=False)
+            partial.replace(out_nb)
+    except records.Busy as err:  # two sweeps of one profile: the other one trains this run
+        return _row(cfg, "busy", rec, error=[str(err)])
     except Exception as err:  # a failed run is recorded and the sweep goes on
         records.atomic_write_text(failed, json.dumps({"run_id": rid, "config": params, "error": str(err)[-4000:],
                                                       "traceback": traceback.format_exc()[-4000:],
                                                       "provenance": records.provenance(cfg.seed)}, indent=1))
+        if partial.is_file():  # the failed run's notebook, for reading; a finished one stays where it is
+            partial.replace(out_nb.with_suffix(".failed.ipynb"))
         return _row(cfg, "failed", rec, time.perf_counter() - start, error=str(err).strip().splitlines()[-1:])
     failed.unlink(missing_ok=True)
+    out_nb.with_suffix(".failed.ipynb").unlink(missing_ok=True)
     return _row(cfg, "done", rec, time.perf_counter() - start)
 
 
@@ -228,7 +240,9 @@ def summary_table(rows: list[dict]) -> str:
         lines.append(" | ".join(cells))
     failed = [r for r in rows if r["status"] == "failed"]
     lines.append(f"\n{len(rows)} runs: {sum(r['status'] == 'done' for r in rows)} done, "
-                 f"{sum(r['status'] == 'skipped' for r in rows)} skipped (record exists), {len(failed)} failed")
+                 f"{sum(r['status'] == 'skipped' for r in rows)} skipped (record exists), {len(failed)} failed"
+                 + (f", {sum(r['status'] == 'busy' for r in rows)} busy (another sweep is training them)"
+                    if any(r["status"] == "busy" for r in rows) else ""))
     for r in failed:
         lines.append(f"failed {r['run_id']}: {r.get('error', '')}")
     return "\n".join(lines)

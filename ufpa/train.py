@@ -190,6 +190,43 @@ def _split_paths(root: Path, split: str) -> tuple[Path, Path]:
                             f"{split}/)")
 
 
+def data_fingerprint(cfg: TrainConfig) -> str:
+    """What a run trained and was evaluated on, in 16 hex digits: the bytes of both splits' annotation files and the
+    name and size of every file in their image folders (hashing every image would cost minutes on COCO)."""
+    digest = hashlib.sha256()
+    for split in (cfg.train_split, cfg.val_split):
+        ann, images = _split_paths(Path(cfg.data), split)
+        digest.update(ann.read_bytes())
+        for entry in sorted(os.scandir(images), key=lambda e: e.name):
+            if entry.is_file():
+                digest.update(f"{entry.name}\0{entry.stat().st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def code_fingerprint() -> str:
+    """The ufpa package's source in 16 hex digits: changes with any edit, committed or not (a git commit does not)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(f"{path.relative_to(package)}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def check_resume(state: dict, path: Path, data: str, code: str) -> None:
+    """A run resumes only on the data and the code it started with; else its epochs would mix two of either."""
+    directory = path.parent
+    started = state.get("data_fingerprint")
+    if started is not None and started != data:
+        raise ValueError(f"the data changed under run {directory.name}: it started on data {started}, the folder now "
+                         f"holds {data}. Restore the data it started on, or delete {directory} to train again")
+    started = state.get("code_fingerprint")
+    if started is not None and started != code:
+        commit = state.get("git_commit") or "unknown"
+        raise ValueError(f"the code changed since run {directory.name} started (ufpa source {started} at commit "
+                         f"{commit[:10]}, now {code}): resume it with that code, or delete {directory} to train "
+                         "again")
+
+
 def build(cfg: TrainConfig, device=None, datasets: bool = True):
     """The model, its codec (on the model's own output grid) and, if asked, the train and val datasets."""
     size = effective_input_size(cfg)
@@ -497,8 +534,11 @@ def train(cfg: TrainConfig) -> Path:
     total_steps = steps_per_epoch * cfg.epochs
 
     start_epoch, history, elapsed = 0, [], 0.0
+    fingerprints = {"data_fingerprint": data_fingerprint(cfg), "code_fingerprint": code_fingerprint(),
+                    "git_commit": records.provenance()["git_commit"]}
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path, cfg)
+        check_resume(state, ckpt_path, fingerprints["data_fingerprint"], fingerprints["code_fingerprint"])
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as err:  # same config hash, other weights: a file copied in from elsewhere
@@ -560,13 +600,13 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                         "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
-                                        "elapsed_s": elapsed, "config": _semantic(cfg)})
+                                        "elapsed_s": elapsed, "config": _semantic(cfg), **fingerprints})
             _append_jsonl(log_path, entry)
         if distributed:
             torch.distributed.barrier()
 
     if rank == 0:
-        _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory)
+        _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory, fingerprints)
     if distributed:
         torch.distributed.barrier()
     return directory
@@ -578,10 +618,11 @@ def _append_jsonl(path: Path, entry: dict):
         fh.write(json.dumps(records._clean(entry)) + "\n")
 
 
-def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory):
+def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory, fingerprints):
     from .bench import model_cost
 
-    results = {"run_id": rid}
+    results = {"run_id": rid, "data_fingerprint": fingerprints["data_fingerprint"],
+               "code_fingerprint": fingerprints["code_fingerprint"]}
     for flip in (False, True):
         metrics = evaluate(model, codec, val_ds, cfg, device, flip_test=flip)
         coco = metrics.pop("coco_results")
@@ -597,8 +638,21 @@ def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, 
                    input_size=list(effective_input_size(cfg)), heatmap_size=list(codec.heatmap_size),
                    wall_s=elapsed, images_per_s=images / max(elapsed, 1e-9), train_instances=len(train_ds),
                    val_instances=len(val_ds))
-    records.write_record(record_path(cfg), "train_run", asdict(cfg), results, cfg.seed)
-    records.atomic_write_text(directory / DONE, json.dumps({"record": str(record_path(cfg))}))
+    records.write_record(record_path(cfg), "train_run", record_config(cfg), results, cfg.seed)
+    records.atomic_write_text(directory / DONE, json.dumps({"record": records.repo_relative(record_path(cfg))}))
+
+
+PATH_FIELDS = ("data", "out", "reports")
+
+
+def record_config(cfg: TrainConfig) -> dict:
+    """The config as a record holds it: paths relative to the repository root where they lie inside it, so records
+    name no machine's folders (``load_run`` takes them from the root again)."""
+    out = asdict(cfg)
+    for name in PATH_FIELDS:
+        if out[name]:
+            out[name] = records.repo_relative(out[name])
+    return out
 
 
 def misalignment_summary(cfg: TrainConfig) -> dict:
@@ -686,6 +740,9 @@ def load_run(record: str | os.PathLike):
     cfg = TrainConfig(**{f.name: rec["config"][f.name] for f in dataclasses.fields(TrainConfig)
                          if f.name in rec["config"]})
     cfg.input_size = tuple(cfg.input_size)
+    for name in PATH_FIELDS:
+        if getattr(cfg, name):
+            setattr(cfg, name, str(records.from_repo(getattr(cfg, name))))
     return cfg, rec
 
 

@@ -20,7 +20,6 @@ writes the same bytes however many processes run.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import json
@@ -33,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..records import atomic_write_text
+from ..records import atomic_write_text, folder_lock
 
 KEYPOINT_NAMES = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
                   "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee",
@@ -492,47 +491,8 @@ def generate(out: str | os.PathLike, train: int = 2000, val: int = 200, seed: in
     if not isinstance(cfg, SynthConfig) or min(cfg.height, cfg.width) < 32:
         raise ValueError(f"cfg must be a SynthConfig with height and width >= 32, got {cfg!r:.120}")
     out = Path(out)
-    with _lock(out):
+    with folder_lock(out, ".synth.lock", "another synth run", "use another --out"):
         return _generate(out, train, val, seed, cfg, workers, progress)
-
-
-@contextlib.contextmanager
-def _lock(out: Path):
-    """One writer per dataset folder: ``out/.synth.lock`` holds the writer's pid. A lock whose process is gone (a
-    killed run on this machine) is taken over; a live one is refused."""
-    out.mkdir(parents=True, exist_ok=True)
-    lock = out / ".synth.lock"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise RuntimeError(f"another synth run (pid {pid}) is writing {out}; wait for it to finish, or use "
-                                   f"another --out. If no run is active, delete {lock}") from None
-            lock.unlink(missing_ok=True)  # stale: its writer is gone
-    else:
-        raise RuntimeError(f"cannot take the lock {lock}; delete it if no synth run is active")
-    try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _generate(out: Path, train: int, val: int, seed: int, cfg: SynthConfig, workers: int, progress: bool) -> dict:
