@@ -267,3 +267,25 @@ def test_records_hold_paths_relative_to_the_repository(tmp_path):
     assert (stored["data"], stored["out"], stored["reports"]) == ("data/synthpose-easy", "runs", "")
     assert records.repo_relative(tmp_path / "x") == str((tmp_path / "x").resolve())  # outside: absolute
     assert records.from_repo(stored["data"]) == inside and records.from_repo(str(tmp_path)) == tmp_path
+
+
+def test_a_folder_in_the_coco_2017_layout_trains_as_it_is_unpacked(data, tmp_path):
+    """annotations/person_keypoints_{train,val}2017.json beside train2017/ and val2017/, no renaming (issue 18)."""
+    import shutil
+
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        shutil.copy(data / "annotations" / f"person_keypoints_{split}.json",
+                    coco / "annotations" / f"person_keypoints_{split}2017.json")
+        shutil.copytree(data / "images" / split, coco / f"{split}2017")
+    assert train.split_paths(coco, "train") == (coco / "annotations" / "person_keypoints_train2017.json",
+                                                coco / "train2017")
+    cfg = smoke(coco, tmp_path, epochs=1)
+    train.train(cfg)
+    assert records.read_record(train.record_path(cfg))["results"]["train_instances"] == 32
+    (coco / "val2017").rename(coco / "elsewhere")
+    with pytest.raises(FileNotFoundError, match=r"has no split 'val'.*annotations/person_keypoints_val.json, "
+                                                r"images/val, val, annotations/person_keypoints_val2017.json, "
+                                                r"images/val2017, val2017"):
+        train.split_paths(coco, "val")

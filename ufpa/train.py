@@ -178,16 +178,27 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
 
 # --- data and model ---------------------------------------------------------------------------------------------------
 
-def _split_paths(root: Path, split: str) -> tuple[Path, Path]:
-    ann = root / "annotations" / f"person_keypoints_{split}.json"
-    for images in (root / "images" / split, root / split):  # SynthPose layout, then COCO 2017's
-        if images.is_dir():
-            return ann, images
+def split_paths(root: Path, split: str) -> tuple[Path, Path]:
+    """(annotation file, image folder) of ``split`` in a dataset folder, in SynthPose's layout
+    (``annotations/person_keypoints_<split>.json``, ``images/<split>/``) or COCO 2017's as it is unpacked
+    (``annotations/person_keypoints_<split>2017.json``, ``<split>2017/``; ``split='train'`` finds both)."""
+    root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"no dataset at {root}: make one with `python -m ufpa synth --out {root} "
-                                "--difficulty easy` or set data= to a COCO-format folder")
-    raise FileNotFoundError(f"{root} has no image folder for split {split!r} (looked for images/{split}/ and "
-                            f"{split}/)")
+        raise FileNotFoundError(f"no dataset at {root}: make SynthPose there with `python -m ufpa synth --out {root} "
+                                "--difficulty easy` (or run a profile's sweep, which makes its own), or set data= to "
+                                "a COCO 2017 folder (annotations/person_keypoints_train2017.json, train2017/, ...)")
+    looked = []
+    for name in dict.fromkeys((split, f"{split}2017")):  # 'train2017' asked as is: once
+        ann = root / "annotations" / f"person_keypoints_{name}.json"
+        folders = (root / "images" / name, root / name)
+        looked += [ann, *folders]
+        found = [f for f in folders if f.is_dir()]
+        if ann.is_file() and found:
+            return ann, found[0]
+    paths = ", ".join(str(p.relative_to(root)) for p in looked)
+    raise FileNotFoundError(f"{root} has no split {split!r}: a split needs its annotation file and its image folder, "
+                            f"and neither layout is complete (looked for {paths})")
+
 
 
 def data_fingerprint(cfg: TrainConfig) -> str:
@@ -195,7 +206,7 @@ def data_fingerprint(cfg: TrainConfig) -> str:
     name and size of every file in their image folders (hashing every image would cost minutes on COCO)."""
     digest = hashlib.sha256()
     for split in (cfg.train_split, cfg.val_split):
-        ann, images = _split_paths(Path(cfg.data), split)
+        ann, images = split_paths(Path(cfg.data), split)
         digest.update(ann.read_bytes())
         for entry in sorted(os.scandir(images), key=lambda e: e.name):
             if entry.is_file():
@@ -238,8 +249,8 @@ def build(cfg: TrainConfig, device=None, datasets: bool = True):
     if not datasets:
         return model, codec, None, None
     root = Path(cfg.data)
-    train_ann, train_images = _split_paths(root, cfg.train_split)
-    val_ann, val_images = _split_paths(root, cfg.val_split)
+    train_ann, train_images = split_paths(root, cfg.train_split)
+    val_ann, val_images = split_paths(root, cfg.val_split)
     augment = Augment(flip=cfg.flip, scale=cfg.scale, rotation=cfg.rotation, rotation_prob=0.6 if cfg.rotation else 0,
                       half_body=cfg.half_body)
     train_ds = CocoKeypoints(train_ann, train_images, size, codec, train=True, augment=augment, seed=cfg.seed)
@@ -720,7 +731,7 @@ def evaluate(model, codec, dataset, cfg: TrainConfig, device, flip_test: bool, c
     visible = np.stack([i.visible for i in insts])
     boxes = np.array([max(i.box[2], i.box[3]) for i in insts])
     coco = to_coco_results([i.image_id for i in insts], keypoints, pred["scores"])
-    ann = _split_paths(Path(cfg.data), cfg.val_split)[0]
+    ann = split_paths(Path(cfg.data), cfg.val_split)[0]
     doc = json.loads(ann.read_text())
     ids = {i.image_id for i in insts}
     doc["images"] = [im for im in doc["images"] if im["id"] in ids]  # a val_limit subset is scored on its images
