@@ -241,3 +241,61 @@ def test_one_seed_says_it_has_no_interval(tmp_path):
     fake_record(tmp_path, "ufpa", (96, 64), 0, 0.6)
     text = report.findings(report.load_runs(tmp_path))
     assert "no interval" in text and "nan" not in text and "ΔAP +0.100" in text
+
+
+def test_records_elsewhere_never_rewrite_the_readme_and_a_fresh_clone_reports(tmp_path):
+    """`UFPA_REPORTS_DIR=/scratch python -m ufpa report --tables-only` rendered scratch records into the committed
+    README; and `make report` on a fresh clone (records committed, no checkpoints) died on notebook 05 (issue 18)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    root = ROOT
+    scratch = tmp_path / "reports"
+    shutil.copytree(root / "reports" / "results", scratch / "results")
+    shutil.copytree(root / "reports" / "notebooks", scratch / "notebooks")
+    readme = (root / "README.md").read_bytes()
+    with pytest.raises(ValueError, match="not the study's reports/results"):
+        report.update_readme(root / "README.md", scratch / "results", scratch / "tables")
+    res = subprocess.run([sys.executable, "-m", "ufpa", "report", "--tables-only"], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "UFPA_REPORTS_DIR": str(scratch)})
+    assert res.returncode == 0, res.stderr
+    assert "README left alone" in res.stdout and (root / "README.md").read_bytes() == readme
+    committed_05 = (scratch / "notebooks" / "05_train.ipynb").read_bytes()
+    paths = page.execute_notebooks(root / "profiles" / "cpu.yaml", scratch)
+    assert [p.name for p in paths] == ["05_train.ipynb", "06_figures_and_tables.ipynb"]
+    assert (scratch / "notebooks" / "05_train.ipynb").read_bytes() == committed_05  # kept, nothing re-trained
+    assert (scratch / "notebooks" / "06_figures_and_tables.ipynb").stat().st_size > 10_000
+
+
+def _edit(path, change):
+    rec = json.loads(Path(path).read_text())
+    change(rec)
+    Path(path).write_text(json.dumps(rec))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["config"].update(epochs=8), r"seeds of one condition .* different configs \(epochs 2 vs 8\)"),
+    (lambda r: r["results"]["flip"].update(AP=None), r"flip AP is None, not a finite number"),
+    (lambda r: r["results"]["flip"].update(AP="0.9"), r"flip AP is '0.9', not a finite number"),
+    (lambda r: r["provenance"].update(git_commit="f" * 40), r"made at 2 commits .* a report is of one commit"),
+    (lambda r: r["config"].update(seed=0), r"seed\(s\) \[0\] more than once"),
+])
+def test_a_report_pools_only_seeds_of_one_identical_config(results, change, message):
+    """A 2-epoch and an 8-epoch record of one variant were pooled as seeds; a null metric dropped a seed silently;
+    a text metric died in numpy; two commits were pooled into one CI (issue 18)."""
+    victim = next((results / "runs").glob("hrnet_w8_tiny-ufpa-96x64-udp-s1-*.json"))
+    _edit(victim, change)
+    with pytest.raises(ValueError, match=message):
+        report.load_runs(results)
+
+
+def test_a_copied_record_counts_once_and_commits_pool_only_when_asked(results):
+    first = next((results / "runs").glob("hrnet_w8_tiny-ufpa-96x64-udp-s1-*.json"))
+    _edit(first, lambda r: r["provenance"].update(git_commit="f" * 40))
+    assert len(report.load_runs(results, one_commit=False)) == 36
+    copy = first.with_name("copy.json")
+    copy.write_bytes(first.read_bytes())
+    with pytest.raises(ValueError, match="are the same run"):
+        report.load_runs(results, one_commit=False)

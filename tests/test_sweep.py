@@ -126,3 +126,16 @@ def test_shards_split_the_grid(grid):
     assert sorted(sweep.run_id(c) for p in parts for c in p) == sorted(sweep.run_id(c) for c in runs)
     with pytest.raises(ValueError, match="shard"):
         sweep.run_sweep(grid, shard=(2, 2))
+
+
+def test_only_the_study_profiles_write_into_the_committed_study(monkeypatch, tmp_path):
+    """`make sweep PROFILE=profiles/smoke.yaml` wrote into reports/results/runs/, so the next report pooled two
+    profiles (issue 18): a profile without `reports:` writes to scratch/<name>/."""
+    monkeypatch.delenv("UFPA_REPORTS_DIR", raising=False)
+    smoke, cpu = (sweep.load_grid(ROOT / "profiles" / f"{n}.yaml") for n in ("smoke", "cpu"))
+    assert sweep.reports_folder(smoke) == records.SCRATCH / "smoke"
+    assert sweep.reports_folder(cpu) == ROOT / "reports"
+    assert {c.reports for c in sweep.expand(smoke)} == {str(records.SCRATCH / "smoke")}
+    assert sweep.record_path(sweep.expand(smoke)[0]).is_relative_to(records.SCRATCH / "smoke")
+    monkeypatch.setenv("UFPA_REPORTS_DIR", str(tmp_path))
+    assert sweep.reports_folder(cpu) == tmp_path  # the tests' way of keeping the tree clean still wins

@@ -25,7 +25,8 @@ def _record_out(out):
 def _verify(args) -> int:
     from . import probe, records
 
-    out = _record_out(args.out) or records.reports_dir() / "results" / "numerical_verification.json"
+    # an ad-hoc check: scratch/ unless told (notebook 02 makes the study's record)
+    out = _record_out(args.out) or records.reports_dir(records.SCRATCH) / "results" / "numerical_verification.json"
     _, summary = probe.run_verification(args.cases, args.seed, out, progress=not args.quiet)
     status = "passed" if summary["passed"] else "FAILED"
     print(f"{summary['configs']} configurations {status}: worst interior {summary['worst_interior_px']:.3g} px, "
@@ -199,14 +200,17 @@ def _synth(args) -> int:
 
 
 def _report(args) -> int:
-    from . import page, records, report
+    from . import page, records, report, sweep
 
-    root = records.reports_dir()
+    root = sweep.reports_folder(sweep.load_grid(args.profile))  # the profile's own folder, never another's
     if args.tables_only:  # tables and figures from the records, no notebooks (seconds)
         shown = report.render_all(root / "results", root / "tables", root / "figures")
-        changed = report.update_readme(records.REPO_ROOT / "README.md", root / "results", root / "tables")
-        print(f"tables {sorted(shown)} in {root / 'tables'}; figures in {root / 'figures'}; README "
-              f"{'updated' if changed else 'already up to date'}")
+        if report.is_study_folder(root / "results"):
+            changed = report.update_readme(records.REPO_ROOT / "README.md", root / "results", root / "tables")
+            readme = "updated" if changed else "already up to date"
+        else:  # e.g. UFPA_REPORTS_DIR=/scratch: those records never speak for the committed study
+            readme = f"left alone ({root} is not the study's reports/)"
+        print(f"tables {sorted(shown)} in {root / 'tables'}; figures in {root / 'figures'}; README {readme}")
         return 0
     if args.check_only:
         print(page.check_in_browser(root / "study.html", root / "figures" / "study_page.png"))
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
     verify = sub.add_parser("verify", help="check ufpa.geometry against the real torch ops and write a record")
     verify.add_argument("--cases", type=int, default=2400, help="random configurations to probe")
     verify.add_argument("--seed", type=int, default=0)
-    verify.add_argument("--out", help="record path (default: reports/results/numerical_verification.json)")
+    verify.add_argument("--out", help="record path (default: scratch/results/numerical_verification.json)")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
     verify.set_defaults(run=_verify)
 

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from xml.etree import ElementTree
@@ -54,18 +54,26 @@ def execute_notebooks(profile, reports_root=None, progress: bool = False) -> lis
     root = Path(reports_root) if reports_root else records.reports_dir()
     out = root / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
-    cfg = showcase_run(profile)
+    cfg = replace(showcase_run(profile), reports=str(root))
     done = records.REPO_ROOT / run_dir(cfg) / DONE
-    if not (done.is_file() and record_path(cfg).is_file()):
-        raise FileNotFoundError(f"the page shows run {sweep.run_id(cfg)}, which has not finished here ({done} or "
-                                f"{record_path(cfg)} is missing): run `make study` first")
-    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-    params["compare_with"] = [v for v in report.VARIANTS if v != cfg.alignment]
-    params["synth"] = None  # a finished run: its data is there, made by the sweep
-    sweep.check_parameters(params)
+    shown = out / "05_train.ipynb"
     nb = records.REPO_ROOT / "notebooks"
-    pm.execute_notebook(str(nb / "05_train.ipynb"), str(out / "05_train.ipynb"), parameters=params,
-                        cwd=str(records.REPO_ROOT), progress_bar=progress, kernel_name="python3")
+    if not record_path(cfg).is_file():
+        raise FileNotFoundError(f"the page shows run {sweep.run_id(cfg)}, whose record {record_path(cfg)} is "
+                                "missing: run `make study` first")
+    if done.is_file():
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+        params["compare_with"] = [v for v in report.VARIANTS if v != cfg.alignment]
+        params["synth"] = None  # a finished run: its data is there, made by the sweep
+        sweep.check_parameters(params)
+        pm.execute_notebook(str(nb / "05_train.ipynb"), str(shown), parameters=params,
+                            cwd=str(records.REPO_ROOT), progress_bar=progress, kernel_name="python3")
+    elif shown.is_file():  # a fresh clone: the record is committed, the checkpoint is not; nothing is re-trained
+        print(f"notebook 05: run {sweep.run_id(cfg)} has its record but no checkpoint here; the page keeps its "
+              f"committed execution ({records.repo_relative(shown)})")
+    else:
+        raise FileNotFoundError(f"the page shows run {sweep.run_id(cfg)}, which has neither a checkpoint here "
+                                f"({done} is missing) nor an executed notebook 05 ({shown}): run `make study` first")
     pm.execute_notebook(str(nb / "06_figures_and_tables.ipynb"), str(out / "06_figures_and_tables.ipynb"),
                         parameters={"results": str(root / "results"), "reports": str(root)}, cwd=str(nb),
                         progress_bar=progress, kernel_name="python3")
@@ -566,7 +574,9 @@ def make_report(profile, reports_root=None, screenshot: bool = True, progress: b
     paths = [root / "notebooks" / f"{name}.ipynb" for name in NOTEBOOKS]
     page = build_page(paths, root / "study.html", root / "results")
     readme = records.REPO_ROOT / "README.md"
-    out = {"page": str(page), "readme_updated": report.update_readme(readme, root / "results", root / "tables"),
+    study = report.is_study_folder(root / "results")
+    out = {"page": str(page), "readme_updated": report.update_readme(readme, root / "results", root / "tables")
+           if study else f"no: {records.repo_relative(root)} is not the study's reports/ (the README shows that one)",
            "offline": check_page(page)}
     if screenshot:
         if chromium() is None:

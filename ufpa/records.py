@@ -24,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = 1
 
 
+# Where ad-hoc runs write unless told otherwise (gitignored): only the study's own commands write into reports/.
+SCRATCH = REPO_ROOT / "scratch"
+
+
 def reports_dir(default: str | os.PathLike = REPO_ROOT / "reports") -> Path:
     """Where reports go: ``$UFPA_REPORTS_DIR`` when set (tests use it to keep the tree clean), else ``default``."""
     return Path(os.environ.get("UFPA_REPORTS_DIR") or default)

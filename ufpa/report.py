@@ -139,9 +139,65 @@ def run_records(results_dir) -> list[tuple[Path, dict]]:
     return out
 
 
-def load_runs(results_dir) -> pd.DataFrame:
-    """The tidy frame of every training record in ``results_dir`` (see ``run_rows``)."""
-    rows = [row for _, rec in run_records(results_dir) for row in run_rows(rec)]
+# Config fields that say where a run lived or how it was executed, not what it computed: they may differ between
+# the seeds of one condition.
+_NOT_CONDITION = ("seed", "data", "out", "reports", "device", "threads", "workers", "progress")
+_RECORD_METRICS = ("AP", "AP50", "AP75", "AR", "epe_mean", "epe_median", "flip_consistency_px", "bias_x", "bias_y")
+
+
+def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> None:
+    """What a report may pool, checked before anything is averaged: each record once; every metric a finite number;
+    the seeds of a condition (model, head, codec, size, alignment) distinct seeds of one identical config (everything
+    but the seed equal, the data's folder name and fingerprint included); and, unless ``one_commit=False``, every
+    record made at one commit. Anything else is refused with the files and the difference named."""
+    seen = {}
+    for path, rec in recs:
+        rid = rec["results"]["run_id"]
+        if rid in seen:
+            raise ValueError(f"{path.name} and {seen[rid].name} are the same run ({rid}): a copied record would count "
+                             "twice; remove one")
+        seen[rid] = path
+        for name in ("no_flip", "flip"):
+            for key in _RECORD_METRICS:
+                value = rec["results"][name].get(key)
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise ValueError(f"{path.name}: {name} {key} is {value!r}, not a finite number: the run failed or "
+                                     "the record was edited; re-run it (a seed must not drop out silently)")
+    groups: dict = {}
+    for path, rec in recs:
+        cfg = rec["config"]
+        key = (cfg["model"], cfg["head"], cfg["codec"], _size(cfg["input_size"]), cfg["alignment"])
+        groups.setdefault(key, []).append((path, rec))
+    for key, members in groups.items():
+        def condition(rec):
+            cond = {k: v for k, v in rec["config"].items() if k not in _NOT_CONDITION}
+            cond["data"] = Path(rec["config"]["data"]).name
+            cond["data_fingerprint"] = rec["results"].get("data_fingerprint")
+            return cond
+        first_path, first = members[0]
+        for path, rec in members[1:]:
+            a, b = condition(first), condition(rec)
+            diff = [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            if diff:
+                raise ValueError(f"{first_path.name} and {path.name} are seeds of one condition {'/'.join(key)} but "
+                                 f"of different configs ({'; '.join(diff)}): report them apart (another results "
+                                 "folder) or re-run one")
+        seeds = [rec["config"]["seed"] for _, rec in members]
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ValueError(f"condition {'/'.join(key)} has seed(s) {twice} more than once: a seed counts once")
+    commits = {rec["provenance"]["git_commit"] for _, rec in recs}
+    if one_commit and len(commits) > 1:
+        named = ", ".join(sorted(c[:10] for c in commits))
+        raise ValueError(f"the records were made at {len(commits)} commits ({named}): a report is of one commit; "
+                         "re-run the others at one commit, or pass one_commit=False to pool them knowingly")
+
+
+def load_runs(results_dir, one_commit: bool = True) -> pd.DataFrame:
+    """The tidy frame of every training record in ``results_dir`` (see ``run_rows``), after ``check_pooling``."""
+    recs = run_records(results_dir)
+    check_pooling(recs, one_commit)
+    rows = [row for _, rec in recs for row in run_rows(rec)]
     if not rows:
         raise ValueError(f"{Path(results_dir) / 'runs'} holds no training records; run a sweep first")
     frame = pd.DataFrame(rows)
@@ -701,8 +757,17 @@ def readme_blocks(results_dir, tables_dir) -> dict:
     return blocks
 
 
+def is_study_folder(results_dir) -> bool:
+    """Whether ``results_dir`` is the committed study's own ``reports/results`` (only it may speak in the README)."""
+    return Path(results_dir).resolve() == (records.REPO_ROOT / "reports" / "results").resolve()
+
+
 def update_readme(readme, results_dir, tables_dir) -> bool:
-    """Fill the README's marker blocks from the tables and records; returns whether the file changed."""
+    """Fill the README's marker blocks from the tables and records; returns whether the file changed. The README
+    states the committed study: records elsewhere (``UFPA_REPORTS_DIR``, a scratch folder) never rewrite it."""
+    if not is_study_folder(results_dir):
+        raise ValueError(f"{results_dir} is not the study's reports/results: the README shows the committed study "
+                         "only; render tables and figures from other records without updating the README")
     readme = Path(readme)
     old = readme.read_text(encoding="utf-8")
     new = fill_markers(old, readme_blocks(results_dir, tables_dir))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,7 @@ from . import config, records
 from .train import DONE, TrainConfig, record_path, run_dir, run_id, validate
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
-GRID_KEYS = ("name", "data", "base", "grid", "notebook")
+GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -93,13 +94,21 @@ def load_grid(path) -> dict:
     return doc
 
 
+def reports_folder(doc: dict) -> Path:
+    """Where a profile's records, executed notebooks and page go: ``$UFPA_REPORTS_DIR`` when set, else the profile's
+    ``reports:`` (the study's profiles say ``reports``, the committed study), else ``scratch/<name>``: a profile of
+    one's own (or the smoke profile) never writes into the committed study."""
+    if os.environ.get("UFPA_REPORTS_DIR"):
+        return Path(os.environ["UFPA_REPORTS_DIR"])
+    return records.from_repo(doc["reports"]) if doc.get("reports") else records.SCRATCH / doc["name"]
+
+
 def expand(doc: dict, reports: str | None = None) -> list[TrainConfig]:
     """Every run of the grid as a validated TrainConfig, in a fixed order (the grid's keys vary last-fastest)."""
     base = dict(doc.get("base") or {})
     if doc.get("data"):
         base.setdefault("data", doc["data"]["out"])
-    if reports is not None:
-        base["reports"] = reports
+    base["reports"] = str(reports if reports is not None else reports_folder(doc))
     grid = doc.get("grid") or {}
     keys = list(grid)
     runs, seen = [], set()
