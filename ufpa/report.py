@@ -141,7 +141,7 @@ def run_records(results_dir) -> list[tuple[Path, dict]]:
 
 # Config fields that say where a run lived or how it was executed, not what it computed: they may differ between
 # the seeds of one condition.
-_NOT_CONDITION = ("seed", "data", "out", "reports", "device", "threads", "workers", "progress")
+_NOT_CONDITION = ("seed", "data", "out", "reports", "device", "workers", "progress")
 _RECORD_METRICS = ("AP", "AP50", "AP75", "AR", "epe_mean", "epe_median", "flip_consistency_px", "bias_x", "bias_y")
 
 

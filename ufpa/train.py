@@ -77,7 +77,8 @@ class TrainConfig:
     progress: bool = True  # tqdm bars
 
 
-# Fields that change how a run is executed but not what it computes: left out of the run id.
+# Fields that change how a run is executed but not what it computes: left out of the run id (threads is added back
+# by ``_semantic`` unless it is 1).
 EXECUTION_FIELDS = ("device", "threads", "workers", "out", "reports", "progress")
 
 # How far a CPU run's numbers may move on another CPU type or torch build. On the same CPU type and torch build a run
@@ -152,6 +153,11 @@ def _semantic(cfg: TrainConfig | dict) -> dict:
     values = asdict(cfg) if isinstance(cfg, TrainConfig) else dict(cfg)
     out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k not in EXECUTION_FIELDS}
     out["data"] = Path(out["data"]).name
+    # CPU threads change the numbers (reduction order): another count is another run. 0 is torch's default, this
+    # machine's cores; 1, the study's setting, is implied, so the ids made before threads counted stay valid.
+    threads = values.get("threads", 1) or torch.get_num_threads()
+    if threads != 1:
+        out["threads"] = threads
     return out
 
 
