@@ -301,3 +301,10 @@ def test_threads_are_part_of_the_identity():
         rec = records.read_record(path)
         cfg = train.TrainConfig(**{k: tuple(v) if k == "input_size" else v for k, v in rec["config"].items()})
         assert train.run_id(cfg) == rec["results"]["run_id"] == path.stem
+
+
+def test_a_run_of_ones_own_writes_to_scratch(monkeypatch):
+    """The README's `train` example wrote its record into the committed study (issue 18): '' reports is scratch/."""
+    monkeypatch.delenv("UFPA_REPORTS_DIR", raising=False)
+    assert train.record_path(train.TrainConfig()).is_relative_to(records.SCRATCH / "results" / "runs")
+    assert train.record_path(train.TrainConfig(reports="reports")).parts[:3] == ("reports", "results", "runs")

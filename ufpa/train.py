@@ -73,7 +73,7 @@ class TrainConfig:
     cuda_graph: bool | None = None  # capture the whole step in a CUDA graph; default on for CUDA (one process)
     compile: bool = False  # torch.compile the model (slow to compile for HRNet-W32)
     out: str = "runs"  # run directories go in <out>/<run_id>/
-    reports: str = ""  # records go in <reports>/results/runs/ ('': $UFPA_REPORTS_DIR or reports/)
+    reports: str = ""  # records go in <reports>/results/runs/ ('': $UFPA_REPORTS_DIR or scratch/)
     progress: bool = True  # tqdm bars
 
 
@@ -170,7 +170,8 @@ DONE = "done.json"  # written last: the run finished and its record exists
 
 
 def record_path(cfg: TrainConfig) -> Path:
-    base = Path(cfg.reports) if cfg.reports else records.reports_dir()
+    # an ad-hoc run ('' reports) writes to scratch/: the study's sweep names reports/ itself (sweep.reports_folder)
+    base = Path(cfg.reports) if cfg.reports else records.reports_dir(records.SCRATCH)
     return base / "results" / "runs" / f"{run_id(cfg)}.json"
 
 
