@@ -25,12 +25,14 @@ $(STAMP): pyproject.toml environments/constraints-cpu.txt
 	touch $@
 
 # The study: SynthPose (made once in data/), the training sweep of PROFILE (resumable: runs with a record are skipped),
-# then notebooks 01-04 with papermill into reports/notebooks/ (figures and records land in reports/).
+# then notebooks 01-04 with papermill into reports/notebooks/ (figures and records land in reports/; run by hand,
+# the notebooks write to scratch/).
 study: sweep
 	@mkdir -p reports/notebooks
 	@for nb in $(STUDY_NOTEBOOKS); do \
 	  echo "papermill $$nb"; \
-	  $(BIN)/papermill --no-progress-bar --cwd notebooks $$nb reports/notebooks/$$(basename $$nb) || exit 1; \
+	  case $$nb in *01_derivation*) where="";; *) where="-p reports ../reports";; esac; \
+	  $(BIN)/papermill --no-progress-bar --cwd notebooks $$nb reports/notebooks/$$(basename $$nb) $$where || exit 1; \
 	done
 
 # The report: notebook 05 on one finished run of PROFILE and notebook 06 (tables and figures from the records) into

@@ -226,3 +226,18 @@ def test_derivation_levels_beyond_hrnets_branches_are_refused(tmp_path):
         pm.execute_notebook(str(ROOT / "notebooks" / "01_derivation.ipynb"), str(tmp_path / "01.ipynb"),
                             parameters=dict(levels=[1, 2, 3, 4]), cwd=str(ROOT / "notebooks"), progress_bar=False,
                             kernel_name="python3")
+
+
+def test_a_notebook_run_by_hand_writes_to_scratch(tmp_path, monkeypatch):
+    """The README's papermill example rewrote committed records and figures (issue 18): by default a notebook writes
+    to scratch/; only `make study` passes reports ../reports."""
+    import papermill as pm
+
+    monkeypatch.delenv("UFPA_REPORTS_DIR", raising=False)
+    committed = (ROOT / "reports" / "results" / "numerical_verification.json").read_bytes()
+    pm.execute_notebook(str(ROOT / "notebooks" / "02_numerical_verification.ipynb"), str(tmp_path / "02.ipynb"),
+                        parameters=dict(n_cases=1000, seed=7), cwd=str(ROOT / "notebooks"), progress_bar=False,
+                        kernel_name="python3")
+    scratch = json.loads((ROOT / "scratch" / "results" / "numerical_verification.json").read_text())
+    assert scratch["config"]["seed"] == 7
+    assert (ROOT / "reports" / "results" / "numerical_verification.json").read_bytes() == committed

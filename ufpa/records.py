@@ -42,6 +42,8 @@ def notebook_reports_dir(reports: str) -> Path:
         print(f"UFPA_REPORTS_DIR is set: records and figures go to {env} (not reports={reports!r})")
         return Path(env)
     path = Path(reports)
+    if not path.is_absolute() and path.resolve() == SCRATCH.resolve():
+        path.mkdir(parents=True, exist_ok=True)  # the default: scratch/ is made on first use
     if not path.is_absolute() and not path.is_dir():
         raise ValueError(f"notebook parameter reports={reports!r} names no folder from the working directory "
                          f"{Path.cwd()}: run papermill with --cwd notebooks (where the default '../reports' is the "
