@@ -571,7 +571,10 @@ def make_report(profile, reports_root=None, screenshot: bool = True, progress: b
     """Everything ``make report`` does; returns the paths written and the checks of the page."""
     root = Path(reports_root) if reports_root else records.reports_dir()
     execute_notebooks(profile, root, progress)
-    paths = [root / "notebooks" / f"{name}.ipynb" for name in NOTEBOOKS]
+    # 01-04 do not depend on the profile: a profile's own folder may lack them (make study runs them into reports/)
+    study = records.REPO_ROOT / "reports" / "notebooks"
+    paths = [root / "notebooks" / f"{name}.ipynb" if (root / "notebooks" / f"{name}.ipynb").is_file()
+             or name in NOTEBOOKS[4:] else study / f"{name}.ipynb" for name in NOTEBOOKS]
     page = build_page(paths, root / "study.html", root / "results")
     readme = records.REPO_ROOT / "README.md"
     study = report.is_study_folder(root / "results")
