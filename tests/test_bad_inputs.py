@@ -468,7 +468,7 @@ def test_the_cli_says_an_expected_error_in_one_line(tmp_path):
     assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "ufpa train: no dataset at" in res.stderr
     helped = subprocess.run([sys.executable, "-m", "ufpa", "train", "--help"], capture_output=True, text=True,
                             cwd=ROOT)
-    assert "epochs=10" in helped.stdout and "passes over the training instances" in helped.stdout
+    assert "epochs=16" in helped.stdout and "passes over the training instances" in helped.stdout
 
 
 def test_the_readme_table_and_this_file_are_in_step():

@@ -193,6 +193,16 @@ def test_training_notebook_takes_every_config_field():
     assert {f.name for f in dataclasses.fields(train.TrainConfig)} <= names
 
 
+def test_notebook_05_and_the_cli_share_their_defaults():
+    """The parameters cell is train.parameters_cell(): TrainConfig's defaults and comments, smoke values marked
+    (run `train.write_parameters_cell('notebooks/05_train.ipynb')` after changing TrainConfig)."""
+    from ufpa import train
+
+    nb = nbformat.read(ROOT / "notebooks" / "05_train.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert cell.source == train.parameters_cell()
+
+
 def test_notebook_parameter_checks_name_the_parameter(tmp_path):
     import papermill as pm
 

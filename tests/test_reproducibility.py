@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,8 @@ print(torch.backends.cpu.get_cpu_capability())
 
 def notebook_smoke(data, tmp_path) -> train.TrainConfig:
     """Notebook 05's defaults (the run nbval executes), with its outputs under tmp_path."""
-    return train.TrainConfig(model="hrnet_w8_tiny", head="udp", codec="udp", input_size=(96, 64), sigma=2.0,
-                             fg_weight=20.0, data=str(data), epochs=2, batch_size=16, lr=0.005, warmup_steps=10,
-                             eval_every=1, threads=1, out=str(tmp_path / "runs"), reports=str(tmp_path / "reports"),
-                             progress=False)
+    return replace(train.TrainConfig(**train.NOTEBOOK_SMOKE), data=str(data), out=str(tmp_path / "runs"),
+                   reports=str(tmp_path / "reports"))
 
 
 @pytest.mark.skipif(not torch.backends.cpu.get_cpu_capability().startswith("AVX"),

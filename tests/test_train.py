@@ -47,7 +47,7 @@ def test_overrides_are_typed_and_unknown_keys_named():
 
 
 @pytest.mark.parametrize("changes, msg", [
-    (dict(codec="udp"), "udp codec needs head='udp'"), (dict(lr=float("nan")), "lr=nan"),
+    (dict(codec="udp", head="heatmap"), "udp codec needs head='udp'"), (dict(lr=float("nan")), "lr=nan"),
     (dict(batch_size=0), "batch_size=0"), (dict(alignment="ufpa", input_size=(100, 64)), "32m\\+1"),
     (dict(model="hrnet_w99"), "not a ufpa model"), (dict(flip=1.5), "probability"),
     (dict(alignment="baseline", input_size=(64, 48)), "multiples of 32"), (dict(sigma=float("nan")), "sigma"),
@@ -225,7 +225,7 @@ def test_cli_rejects_bad_overrides():
     out = subprocess.run([sys.executable, "-m", "ufpa", "train", "epoch=3"], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode != 0 and "did you mean 'epochs'" in out.stderr and "valid keys" in out.stderr
-    out = subprocess.run([sys.executable, "-m", "ufpa", "train", "codec=udp"], cwd=ROOT, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "ufpa", "train", "codec=dark"], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode != 0 and "head='udp'" in out.stderr
 

@@ -34,14 +34,17 @@ from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_mo
 
 @dataclass
 class TrainConfig:
+    """One run. The defaults are the `cpu` profile's recipe (one run of the CPU study's baseline at 96x64); notebook
+    05 takes the same, with a smoke-sized data folder and schedule (its parameters cell says which)."""
+
     # model
     model: str = "hrnet_w8_tiny"  # a ufpa.models preset (ufpa.models.list_models() names them)
     alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any
-    head: str = "heatmap"  # heatmap | udp | sr | duc | ufpa_official (HRNet); udp, ufpa_official pair with codec udp
-    input_size: tuple[int, int] = (128, 96)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
-    codec: str = "dark"  # msra | dark | udp | sr
-    sigma: float = 0.0  # Gaussian sigma in heatmap samples; 0: the codec's default (heatmap width / 24)
-    fg_weight: float = 0.0  # heatmap loss weight 1 + fg_weight * target per pixel (0: plain MSE, as published)
+    head: str = "udp"  # heatmap | udp | sr | duc | ufpa_official (HRNet); udp, ufpa_official pair with codec udp
+    input_size: tuple[int, int] = (96, 64)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
+    codec: str = "udp"  # msra | dark | udp | sr
+    sigma: float = 2.0  # Gaussian sigma in heatmap samples; 0: the codec's default (heatmap width / 24)
+    fg_weight: float = 20.0  # heatmap loss weight 1 + fg_weight * target per pixel (0: plain MSE, as published)
     # data: a COCO-format folder (SynthPose: images/<split>/, COCO 2017: <split>2017/) with annotations/
     data: str = "data/synthpose-easy"  # made by `python -m ufpa synth`, or COCO 2017
     train_split: str = "train"  # annotations/person_keypoints_<split>.json
@@ -49,24 +52,24 @@ class TrainConfig:
     train_limit: int = 0  # use only the first N training instances (0: all); for smoke runs
     val_limit: int = 0  # evaluate only the first N val instances (0: all)
     # schedule
-    epochs: int = 10  # passes over the training instances
-    batch_size: int = 32  # global batch; under torchrun each of the N processes takes batch_size / N
+    epochs: int = 16  # passes over the training instances
+    batch_size: int = 16  # global batch; under torchrun each of the N processes takes batch_size / N
     optimizer: str = "adamw"  # adamw | adam | sgd
-    lr: float = 2e-3  # peak learning rate (after warmup)
+    lr: float = 0.005  # peak learning rate (after warmup)
     weight_decay: float = 1e-4  # decoupled for adamw, L2 for adam/sgd
-    warmup_steps: int = 100  # linear warmup, then the schedule
+    warmup_steps: int = 50  # linear warmup, then the schedule
     schedule: str = "cosine"  # cosine | step (x0.1 at 2/3 and 8/9 of training) | constant
     # augmentation (training only)
     flip: float = 0.5  # probability of a horizontal flip (pairs swapped, exact mirror)
-    scale: float = 0.25  # box scale jitter: factor in 1 +- scale
-    rotation: float = 30.0  # rotation jitter in degrees (applied to 60 % of samples; 0: none)
+    scale: float = 0.15  # box scale jitter: factor in 1 +- scale
+    rotation: float = 0.0  # rotation jitter in degrees (applied to 60 % of samples; 0: none)
     half_body: float = 0.0  # probability of a half-body crop
     # evaluation
-    eval_every: int = 0  # also evaluate (no flip) every N epochs for the learning curve (0: only at the end)
+    eval_every: int = 2  # also evaluate (no flip) every N epochs for the learning curve (0: only at the end)
     # machinery
     seed: int = 0  # seeds the model init, data order and augmentation (CPU runs repeat bit for bit)
     device: str = "auto"  # auto | cpu | cuda | cuda:1
-    threads: int = 0  # CPU threads (0: torch's default)
+    threads: int = 1  # CPU threads (0: torch's default, all cores); part of the run id unless 1
     workers: int = 0  # DataLoader worker processes
     bf16: bool | None = None  # bf16 autocast; default on for CUDA
     channels_last: bool | None = None  # default on for CUDA
@@ -767,6 +770,56 @@ def load_run(record: str | os.PathLike):
 # --- notebooks -------------------------------------------------------------------------------------------------------
 
 NOTEBOOK_EXTRA_PARAMETERS = ("synth", "compare_with", "show")  # notebook 05's parameters beyond TrainConfig
+# Notebook 05's own defaults where they differ from the CLI's (TrainConfig's): a smoke run, seconds on a CPU.
+NOTEBOOK_SMOKE = {"data": "data/synthpose-notebook", "epochs": 2, "warmup_steps": 10, "eval_every": 1,
+                  "progress": False}
+_NOTEBOOK_EXTRAS = """\
+# SynthPose to generate at `data` if it is missing (a SynthPose folder of other settings is refused; other
+# datasets are left alone)
+synth = {"difficulty": "easy", "train": 160, "val": 32, "seed": 0}
+# other runs of the same config to compare predictions with (alignment names; shown when they have been trained)
+compare_with = ["baseline", "ufpa", "ufpa_any"]
+show = 3  # val crops to draw"""
+
+
+def _literal(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def parameters_cell() -> str:
+    """Notebook 05's parameters cell, generated from ``TrainConfig`` (its defaults and field comments) and
+    ``NOTEBOOK_SMOKE``: the notebook and the CLI cannot disagree on a default (a test compares the two)."""
+    from . import config
+
+    comments = config.field_comments(TrainConfig)
+    lines = ["# papermill parameters (literals only): every ufpa.train.TrainConfig field (train.parameters_cell writes",
+             "# this cell from it), then what this notebook shows. Relative paths are taken from the repository root.",
+             "# Every default is the CLI's (`python -m ufpa train --help`) but those marked smoke: a run of seconds."]
+    for f in dataclasses.fields(TrainConfig):
+        value = NOTEBOOK_SMOKE.get(f.name, f.default)
+        note = comments.get(f.name, "")
+        if f.name in NOTEBOOK_SMOKE:
+            note = f"smoke (CLI default {_literal(f.default)}); {note}"
+        lines.append(f"{f.name} = {_literal(value)}  # {note}")
+    return "\n".join(lines) + "\n" + _NOTEBOOK_EXTRAS
+
+
+def write_parameters_cell(path) -> bool:
+    """Rewrite notebook 05's parameters cell from ``parameters_cell()``; returns whether it changed."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    new = parameters_cell()
+    if cell.source == new:
+        return False
+    cell.source = new
+    records.atomic_write_text(path, nbformat.writes(nb))
+    return True
 
 
 def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
