@@ -88,10 +88,11 @@ EXECUTION_FIELDS = ("device", "threads", "workers", "out", "reports", "progress"
 # repeats bit for bit; elsewhere torch and oneDNN dispatch other kernels (AVX-512, AVX2, scalar), which round
 # differently, and training amplifies the difference. Per metric: ("rel", r) allows |a - b| <= r * max(|a|, |b|),
 # ("abs", d) allows |a - b| <= d, ("epe", f) allows |a - b| <= f * the run's mean end-point error (biases). Set at
-# about twice the spread measured on notebook 05's smoke run under AVX-512, AVX2 and scalar dispatch (loss 0.25 %,
-# end-point errors 3 %, biases 2 px of a 52 px error); tests/test_reproducibility.py keeps it true.
-CROSS_CPU_TOLERANCE = {"loss": ("rel", 0.01), "AP": ("abs", 0.02), "AR": ("abs", 0.02), "epe_mean": ("rel", 0.06),
-                       "epe_median": ("rel", 0.06), "flip_consistency_px": ("rel", 0.06), "bias_x": ("epe", 0.06),
+# about twice the largest spread measured on notebook 05's smoke run under AVX-512, AVX2 and scalar kernels (loss
+# 0.1 %, mean end-point error 3.7 %, median 5.7 %, flip consistency 1.5 %, biases 1 px of a 42 px error);
+# tests/test_reproducibility.py keeps it true.
+CROSS_CPU_TOLERANCE = {"loss": ("rel", 0.01), "AP": ("abs", 0.02), "AR": ("abs", 0.02), "epe_mean": ("rel", 0.08),
+                       "epe_median": ("rel", 0.12), "flip_consistency_px": ("rel", 0.06), "bias_x": ("epe", 0.06),
                        "bias_y": ("epe", 0.06)}
 
 
