@@ -2,6 +2,7 @@
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -251,3 +252,17 @@ def test_a_notebook_run_by_hand_writes_to_scratch(tmp_path, monkeypatch):
     scratch = json.loads((ROOT / "scratch" / "results" / "numerical_verification.json").read_text())
     assert scratch["config"]["seed"] == 7
     assert (ROOT / "reports" / "results" / "numerical_verification.json").read_bytes() == committed
+
+
+def test_ad_hoc_commands_write_to_scratch():
+    """`python -m ufpa verify --cases 30` rewrote the committed record (issue 18): without --out, verify and bench
+    write to scratch/results/; the study's records are made with an explicit --out."""
+    env = {k: v for k, v in os.environ.items() if k != "UFPA_REPORTS_DIR"}
+    committed = {n: (ROOT / "reports" / "results" / n).read_bytes()
+                 for n in ("numerical_verification.json", "bench_codecs.json")}
+    for args in (["verify", "--cases", "40", "--quiet"], ["bench", "codecs", "n=5"]):
+        res = subprocess.run([sys.executable, "-m", "ufpa", *args], capture_output=True, text=True, cwd=ROOT, env=env)
+        assert res.returncode == 0, res.stderr
+    for name, data in committed.items():
+        assert (ROOT / "scratch" / "results" / name).is_file()
+        assert (ROOT / "reports" / "results" / name).read_bytes() == data

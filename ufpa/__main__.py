@@ -106,7 +106,8 @@ def _device_bench(fn, cfg, kind: str, stem: str, out=None):
 
     results = fn(cfg)
     device = "cuda" if cfg.device.startswith("cuda") else "cpu"
-    out = out or records.reports_dir() / "results" / f"{stem}_{device}.json"
+    # ad hoc by default: the study's bench records are made with --out reports/results/<stem>_<device>.json
+    out = out or records.reports_dir(records.SCRATCH) / "results" / f"{stem}_{device}.json"
     records.write_record(out, kind, bench.config_dict(cfg), results, cfg.seed)
     return results, out
 
@@ -141,7 +142,7 @@ def _bench(args) -> int:
             if kwargs[key] < (0 if key == "seed" else 1):
                 raise SystemExit(f"bad override {pair!r}: {key} must be >= {0 if key == 'seed' else 1}")
         results = fn(**kwargs)
-        out = args.out or records.reports_dir() / "results" / f"bench_{args.what}.json"
+        out = args.out or records.reports_dir(records.SCRATCH) / "results" / f"bench_{args.what}.json"
         records.write_record(out, f"bench_{args.what}", kwargs, results, kwargs.get("seed", 0))
         print(json.dumps(results, indent=1)[:2000])
         print(f"record: {out}")
@@ -256,7 +257,8 @@ def main(argv=None) -> int:
     bench = sub.add_parser("bench", help="benchmarks that write records, e.g. `bench models model=hrnet_w32 batch=8`")
     bench.add_argument("what", help="models, profile (where a step's time goes), train, codecs or synth")
     bench.add_argument("overrides", nargs="*", help="key=value overrides of ufpa.bench.BenchConfig")
-    bench.add_argument("--out", help="record path (default: reports/results/bench_models_<model>_<device>.json)")
+    bench.add_argument("--out", help="record path (default: scratch/results/bench_models_<model>_<device>.json; the "
+                       "study's records: --out reports/results/...)")
     bench.set_defaults(run=_bench)
 
     from . import config
