@@ -143,6 +143,8 @@ def test_round_trips_reach_the_border(size):
     dark = codecs.border_roundtrip("dark", distances, **opts)
     assert (dark <= np.where(np.array(distances) < 2, 0.5, 0.25)).all()
     assert dark[distances.index(2.0)] <= 0.25  # DarkPose/mmpose: +0.22 at sigma 2
+    assert (codecs.border_roundtrip("sr", distances, **opts) <= 0.5 + 1e-9).all()  # plain argmax: half a sample
+    assert (codecs.border_roundtrip("sr", distances, refine="dark", **opts) == dark).all()  # the same DARK step
 
 
 def reference_dark(heatmaps, kernel=11):
