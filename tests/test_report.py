@@ -299,3 +299,29 @@ def test_a_copied_record_counts_once_and_commits_pool_only_when_asked(results):
     copy.write_bytes(first.read_bytes())
     with pytest.raises(ValueError, match="are the same run"):
         report.load_runs(results, one_commit=False)
+
+
+def test_flip_test_off_reaches_every_table_and_figure(results, tmp_path, monkeypatch):
+    """Notebook 06's flip_test=False reached only the findings; every table and figure stayed flip-on (issue 19)."""
+    import inspect
+
+    frame = report.load_runs(results)
+    on = report.table("main", frame, results, tmp_path / "on", flip_test=True)
+    off = report.table("main", frame, results, tmp_path / "off", flip_test=False)
+    assert not on.equals(off)  # the fixture's no-flip AP is 0.02 below its flip AP
+    assert "Flip test off." in (tmp_path / "off" / "main.md").read_text()
+    settings = {}
+
+    def spy(name):
+        real = getattr(report, name)
+
+        def wrapped(*args, **kwargs):
+            settings[name] = inspect.signature(real).bind(*args, **kwargs).arguments.get("flip_test", True)
+            return real(*args, **kwargs)
+        monkeypatch.setattr(report, name, wrapped)
+
+    for name in ("main_table", "lowres_table", "accuracy_vs_size", "paired_gain", "misalignment_and_gain",
+                 "bias_fields"):
+        spy(name)
+    report.render_all(results, tmp_path / "t", tmp_path / "f", flip_test=False)
+    assert settings == dict.fromkeys(settings, False) and len(settings) == 6

@@ -308,3 +308,12 @@ def test_a_run_of_ones_own_writes_to_scratch(monkeypatch):
     monkeypatch.delenv("UFPA_REPORTS_DIR", raising=False)
     assert train.record_path(train.TrainConfig()).is_relative_to(records.SCRATCH / "results" / "runs")
     assert train.record_path(train.TrainConfig(reports="reports")).parts[:3] == ("reports", "results", "runs")
+
+
+def test_the_tests_clean_tree_takes_the_run_directory_too(tmp_path, monkeypatch):
+    """nbval executes notebook 05 under UFPA_REPORTS_DIR: its run directory goes there, so a checkpoint another
+    version of the code left in runs/ is never resumed (it would be refused) by `make test`."""
+    monkeypatch.setenv("UFPA_REPORTS_DIR", str(tmp_path))
+    params = {f: getattr(train.TrainConfig(), f) for f in ("out", "data")}
+    cfg = train.notebook_config(params)
+    assert cfg.out == str(tmp_path / "runs") and cfg.data == str(ROOT / "data" / "synthpose-easy")

@@ -687,25 +687,28 @@ def findings(frame: pd.DataFrame, flip_test: bool = True) -> str:
 
 
 DIGITS = {"gain": 1, "ap_baseline": 1, "ap_method": 1, "detector": 1, "batch": 0}
-TABLES = {  # name -> (function of (frame, results_dir), caption)
-    "main": (lambda f, r: main_table(f), "Main comparison (flip test): mean ± 95 % CI over seeds; Δ is the paired "
-                                         "difference to the baseline run of the same seed."),
-    "ablation": (lambda f, r: ablation_table(f), "Ablation: alignment variant × codec × flip test (mean ± 95 % CI)."),
-    "low_resolution": (lambda f, r: lowres_table(f), "Gain vs input size (flip test): baseline AP and each variant's "
-                                                     "paired ΔAP (± 95 % CI) and ΔEPE."),
-    "cost": (lambda f, r: cost_table(f, r), "Cost: parameters, FLOPs and measured step time (bench records, with their "
-                                            "device); training throughput from the training records (two runs shared "
-                                            "the CPU, so their ratios are rough)."),
-    "published": (lambda f, r: published_table(), "Published COCO val2017 AP (%), not reproduced here; sources "
-                                                  "listed."),
+TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
+    "main": (lambda f, r, flip=True: main_table(f, flip),
+             "Main comparison: mean ± 95 % CI over seeds; Δ is the paired difference to the baseline run of the same "
+             "seed."),
+    "ablation": (lambda f, r, flip=True: ablation_table(f),
+                 "Ablation: alignment variant × codec × flip test (mean ± 95 % CI)."),
+    "low_resolution": (lambda f, r, flip=True: lowres_table(f, flip),
+                       "Gain vs input size: baseline AP and each variant's paired ΔAP (± 95 % CI) and ΔEPE."),
+    "cost": (lambda f, r, flip=True: cost_table(f, r),
+             "Cost: parameters, FLOPs and measured step time (bench records, with their device); training throughput "
+             "from the training records (two runs shared the CPU, so their ratios are rough)."),
+    "published": (lambda f, r, flip=True: published_table(),
+                  "Published COCO val2017 AP (%), not reproduced here; sources listed."),
 }
-FIGURES = {  # file stem -> function of (frame, results_dir)
-    "06_learning_curves": lambda f, r: learning_curve_panels(learning_curves(r)),
-    "06_accuracy_vs_size": lambda f, r: accuracy_vs_size(f),
-    "06_paired_gain": lambda f, r: paired_gain(f),
-    "06_misalignment_and_gain": lambda f, r: misalignment_and_gain(f, _audit(r)),
-    "06_bias_fields": lambda f, r: bias_fields(r),
-    "06_flip_consistency": lambda f, r: flip_consistency(f),
+FLIP_TABLES = ("main", "low_resolution")  # tables of one flip-test setting
+FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
+    "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
+    "06_accuracy_vs_size": lambda f, r, flip=True: accuracy_vs_size(f, flip),
+    "06_paired_gain": lambda f, r, flip=True: paired_gain(f, flip_test=flip),
+    "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, _audit(r), flip),
+    "06_bias_fields": lambda f, r, flip=True: bias_fields(r, flip_test=flip),
+    "06_flip_consistency": lambda f, r, flip=True: flip_consistency(f),  # compares the two settings itself
 }
 
 
@@ -714,27 +717,31 @@ def _audit(results_dir):
     return records.read_record(path, kind="misalignment_audit") if path.is_file() else None
 
 
-def table(name: str, frame: pd.DataFrame, results_dir, tables_dir) -> pd.DataFrame:
-    """Build table ``name`` (see ``TABLES``), write it to ``tables_dir`` and return what it shows."""
+def table(name: str, frame: pd.DataFrame, results_dir, tables_dir, flip_test: bool = True) -> pd.DataFrame:
+    """Build table ``name`` (see ``TABLES``) with or without flip test, write it to ``tables_dir`` and return what it
+    shows."""
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; the tables are {list(TABLES)}")
     build, caption = TABLES[name]
-    return write_table(build(frame, results_dir), name, tables_dir, caption, DIGITS)
+    if name in FLIP_TABLES:  # the others show both settings, or none
+        caption = f"{caption} Flip test {'on' if flip_test else 'off'}."
+    return write_table(build(frame, results_dir, flip_test), name, tables_dir, caption, DIGITS)
 
 
-def figure(name: str, frame: pd.DataFrame, results_dir, figures_dir):
-    """Draw figure ``name`` (see ``FIGURES``) and save it as ``figures_dir/<name>.png``."""
+def figure(name: str, frame: pd.DataFrame, results_dir, figures_dir, flip_test: bool = True):
+    """Draw figure ``name`` (see ``FIGURES``) with or without flip test and save it as ``figures_dir/<name>.png``."""
     if name not in FIGURES:
         raise ValueError(f"unknown figure {name!r}; the figures are {list(FIGURES)}")
-    return _save(FIGURES[name](frame, results_dir), Path(figures_dir) / f"{name}.png")
+    return _save(FIGURES[name](frame, results_dir, flip_test), Path(figures_dir) / f"{name}.png")
 
 
-def render_all(results_dir, tables_dir, figures_dir) -> dict:
-    """Every table and figure of the study from ``results_dir``; returns the shown tables by name."""
+def render_all(results_dir, tables_dir, figures_dir, flip_test: bool = True) -> dict:
+    """Every table and figure of the study from ``results_dir`` (one flip-test setting for all); returns the shown
+    tables by name."""
     frame = load_runs(results_dir)
-    out = {name: table(name, frame, results_dir, tables_dir) for name in TABLES}
+    out = {name: table(name, frame, results_dir, tables_dir, flip_test) for name in TABLES}
     for name in FIGURES:
-        plt.close(figure(name, frame, results_dir, figures_dir))
+        plt.close(figure(name, frame, results_dir, figures_dir, flip_test))
     return out
 
 

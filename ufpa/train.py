@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import records
-from .codecs import COCO_FLIP_PAIRS, create_codec
+from .codecs import COCO_FLIP_PAIRS, create_codec, list_codecs
 from .data.coco import Augment, CocoKeypoints, apply_transform, invert_transform
 from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models
 
@@ -119,7 +119,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(cfg.model in list_models(), f"model={cfg.model!r} is not a ufpa model; choose one of {list_models()}")
     need(cfg.alignment in ALIGNMENTS, f"alignment={cfg.alignment!r}: choose one of {ALIGNMENTS}")
     need(cfg.head in HRNET_HEADS, f"head={cfg.head!r}: choose one of {HRNET_HEADS} ('ufpa_official': HRNet only)")
-    need(cfg.codec in ("msra", "dark", "udp", "sr"), f"codec={cfg.codec!r}: choose msra, dark, udp or sr")
+    need(cfg.codec in list_codecs(), f"codec={cfg.codec!r}: choose one of {list_codecs()}")
     need((cfg.codec == "udp") == (cfg.head in OFFSET_HEADS),
          f"codec={cfg.codec!r} and head={cfg.head!r} do not fit: the udp codec needs head='udp' (or HRNet's "
          "'ufpa_official') and those heads need codec='udp'")
@@ -833,10 +833,12 @@ def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
                                   + list(NOTEBOOK_EXTRA_PARAMETERS))
     cfg = config.replace(TrainConfig(), {f.name: namespace[f.name] for f in dataclasses.fields(TrainConfig)
                                          if f.name in namespace})
+    scratch = os.environ.get("UFPA_REPORTS_DIR")  # the tests' clean tree: run directories go there too
     for name in ("data", "out", "reports"):
         value = getattr(cfg, name)
         if value and not Path(value).is_absolute():
-            setattr(cfg, name, str(records.REPO_ROOT / value))
+            base = Path(scratch) if scratch and name == "out" else records.REPO_ROOT
+            setattr(cfg, name, str(base / value))
     validate(cfg)
     if synth:
         from .data import synthetic
