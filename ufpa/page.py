@@ -49,13 +49,13 @@ def execute_notebooks(profile, reports_root=None, progress: bool = False) -> lis
     import papermill as pm
 
     from . import sweep
-    from .train import DONE, record_path, run_dir
+    from .train import DONE, record_path, resolve_paths, run_dir
 
     root = Path(reports_root) if reports_root else records.reports_dir()
     out = root / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(showcase_run(profile), reports=str(root))
-    done = records.REPO_ROOT / run_dir(cfg) / DONE
+    done = run_dir(resolve_paths(cfg)) / DONE  # where notebook 05 trained it
     shown = out / "05_train.ipynb"
     nb = records.REPO_ROOT / "notebooks"
     if not record_path(cfg).is_file():

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from . import config, records
-from .train import DONE, TrainConfig, record_path, run_dir, run_id, validate
+from .train import DONE, TrainConfig, record_path, resolve_paths, run_dir, run_id, validate
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
 GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports")
@@ -163,7 +163,8 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     rid = run_id(cfg)
     rec = record_path(cfg)
     failed = rec.with_suffix(".failed.json")
-    done = records.REPO_ROOT / run_dir(cfg) / DONE  # as notebook 05 resolves it (an absolute out stays as it is)
+    where = run_dir(resolve_paths(cfg))  # where notebook 05 trains it (an absolute out stays as it is)
+    done = where / DONE
     if rec.is_file() and done.is_file() and not force:  # finished here; a fresh clone re-trains committed records
         return _row(cfg, "skipped", rec)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
@@ -176,7 +177,7 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     partial = out_nb.with_name(f".{rid}.partial.ipynb")
     start = time.perf_counter()
     try:
-        with records.folder_lock(records.REPO_ROOT / run_dir(cfg), ".sweep.lock", "another sweep",
+        with records.folder_lock(where, ".sweep.lock", "another sweep",
                                  "let that sweep train this run"):
             pm.execute_notebook(str(notebook), str(partial), parameters=params, cwd=str(records.REPO_ROOT),
                                 progress_bar=False, kernel_name="python3", log_output=False)

@@ -823,6 +823,19 @@ def write_parameters_cell(path) -> bool:
     return True
 
 
+def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+    """Relative ``data``, ``out`` and ``reports`` taken from the repository root, as notebook 05 and the sweep take
+    them; under ``UFPA_REPORTS_DIR`` (the tests' clean tree) a relative ``out`` goes there too."""
+    scratch = os.environ.get("UFPA_REPORTS_DIR")
+    changes = {}
+    for name in ("data", "out", "reports"):
+        value = getattr(cfg, name)
+        if value and not Path(value).is_absolute():
+            base = Path(scratch) if scratch and name == "out" else records.REPO_ROOT
+            changes[name] = str(base / value)
+    return dataclasses.replace(cfg, **changes)
+
+
 def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
     """The TrainConfig of notebook 05's parameters (every field is a parameter there), checked and with relative
     paths taken from the repository root; generates the SynthPose dataset ``synth`` describes if ``data`` is missing.
@@ -833,12 +846,7 @@ def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
                                   + list(NOTEBOOK_EXTRA_PARAMETERS))
     cfg = config.replace(TrainConfig(), {f.name: namespace[f.name] for f in dataclasses.fields(TrainConfig)
                                          if f.name in namespace})
-    scratch = os.environ.get("UFPA_REPORTS_DIR")  # the tests' clean tree: run directories go there too
-    for name in ("data", "out", "reports"):
-        value = getattr(cfg, name)
-        if value and not Path(value).is_absolute():
-            base = Path(scratch) if scratch and name == "out" else records.REPO_ROOT
-            setattr(cfg, name, str(base / value))
+    cfg = resolve_paths(cfg)
     validate(cfg)
     if synth:
         from .data import synthetic
