@@ -179,3 +179,20 @@ def test_fast_replicate_padding_is_bit_identical_to_torchs():
         a, = torch.autograd.grad(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), x, grad)
         b, = torch.autograd.grad(_layers.replicate_pad1(x), x, grad)
         assert torch.equal(a, b)
+
+
+def test_one_rule_for_the_size_a_variant_runs_at():
+    """train kept a requested 100 and refused it while bench and the audit ran 129 (issue 19): one rule, beside
+    create_model, from the model's own stride."""
+    from ufpa import bench, train
+    from ufpa.models import run_size
+
+    assert run_size("hrnet_w8_tiny", "ufpa", (96, 64)) == (97, 65) == run_size("hrnet_w8_tiny", "ufpa", (97, 65))
+    assert run_size("hrnet_w8_tiny", "baseline", (96, 64)) == (96, 64)
+    assert run_size("hourglass_4", "ufpa", (256, 192)) == (257, 193)  # stride 64: 64m + 1
+    assert run_size("hourglass_small", "ufpa", (96, 64)) == (97, 65)  # depth 3: stride 32
+    assert run_size("hrnet_w8_tiny", "ufpa", (100, 64)) == (100, 65)
+    cfg = train.TrainConfig(alignment="ufpa", input_size=(100, 64))
+    assert train.effective_input_size(cfg) == (100, 65)
+    with pytest.raises(ValueError, match="use 97 or 129"):
+        bench.model_cost("hrnet_w8_tiny", "ufpa", "heatmap", (100, 64))  # the same rule: refused, not run at 129

@@ -230,12 +230,11 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
 def variant_audits(name: str, sizes, alignments=None, head: str = "heatmap"):
     """Yield ``(requested, alignment, input_size, audit table)`` of model ``name`` for every requested input size and
     alignment variant; 'ufpa' runs at the next 32m+1 size."""
-    from .bench import variant_input_size
-    from .models import ALIGNMENTS, create_model
+    from .models import ALIGNMENTS, create_model, run_size
 
     for requested in sizes:
         for alignment in alignments or ALIGNMENTS:
-            size = variant_input_size(alignment, requested)
+            size = run_size(name, alignment, requested)
             model = create_model(name, alignment=alignment, head=head, input_size=size)
             yield tuple(requested), alignment, size, audit(model, size)
 
@@ -276,14 +275,13 @@ def fusion_points_of(table: pd.DataFrame) -> pd.DataFrame:
 def output_grids(names, input_size, alignments=None, heads=("heatmap",)) -> pd.DataFrame:
     """Where each model variant's output grid sits: output o at input x = scale * o + offset along the height axis
     (the head's own map composed with the network's), with its output stride and parameter count."""
-    from .bench import variant_input_size
-    from .models import ALIGNMENTS, create_model
+    from .models import ALIGNMENTS, create_model, run_size
 
     rows = []
     for name in names:
         for head in heads:
             for alignment in alignments or ALIGNMENTS:
-                size = variant_input_size(alignment, input_size)
+                size = run_size(name, alignment, input_size)
                 model = create_model(name, alignment=alignment, head=head, input_size=size)
                 pm = model.output_position_map()
                 n_out = model.output_size()[0]

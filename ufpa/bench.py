@@ -21,22 +21,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import geometry
-from .models import create_model
+from .models import create_model, run_size
 
 GOAL_RATIO = {"ufpa": 1.05, "ufpa_any": 1.03}  # step time vs the baseline (issue 10)
 
 
-def variant_input_size(alignment: str, input_size) -> tuple[int, int]:
-    """The input size a variant runs at for a requested size: 'ufpa' needs the next 32m+1 size."""
-    if alignment == "ufpa":
-        return tuple(geometry.aligned_size(n) for n in input_size)
-    return tuple(input_size)
-
-
 def model_cost(name: str, alignment: str = "baseline", head: str = "heatmap", input_size=(256, 192)) -> dict:
     """Parameters and forward FLOPs (one image) of a model variant."""
-    size = variant_input_size(alignment, input_size)
+    size = run_size(name, alignment, input_size)
     model = create_model(name, alignment=alignment, head=head, input_size=size).eval()
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
@@ -119,7 +111,7 @@ def _build(cfg: BenchConfig, variant: str):
     bf16 = cuda if cfg.bf16 is None else cfg.bf16
     channels_last = cuda if cfg.channels_last is None else cfg.channels_last
     alignment, _, padding = variant.partition(":")  # 'ufpa:zeros': the variant with another padding (ablation)
-    size = variant_input_size(alignment, cfg.input_size) if variant != "timm" else tuple(cfg.input_size)
+    size = run_size(cfg.model, alignment, cfg.input_size) if variant != "timm" else tuple(cfg.input_size)
     if variant == "timm":
         model = _timm_hrnet_with_head()
     else:

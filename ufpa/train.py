@@ -29,7 +29,7 @@ import torch
 from . import records
 from .codecs import COCO_FLIP_PAIRS, create_codec, list_codecs
 from .data.coco import Augment, CocoKeypoints, apply_transform, invert_transform
-from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models
+from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, run_size
 
 
 @dataclass
@@ -103,11 +103,9 @@ class TrainingError(RuntimeError):
 # --- config ---------------------------------------------------------------------------------------------------------
 
 def effective_input_size(cfg: TrainConfig) -> tuple[int, int]:
-    """The size a run really uses: the paper's 'ufpa' variant needs inputs 32m+1, so a request of 32m (the size the
-    other variants use, e.g. 128x96) runs at 32m+1 (129x97); any other size must be 32m+1 already."""
-    if cfg.alignment != "ufpa":
-        return tuple(cfg.input_size)
-    return tuple(n + 1 if n % 32 == 0 else n for n in cfg.input_size)
+    """The size a run really uses (``models.run_size``): 'ufpa' runs a request of 32m (the size the other variants
+    use, e.g. 128x96) at 32m+1 (129x97)."""
+    return run_size(cfg.model, cfg.alignment, cfg.input_size)
 
 
 def validate(cfg: TrainConfig) -> TrainConfig:

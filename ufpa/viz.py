@@ -237,14 +237,14 @@ def fusion_points_plot(points, path=None):
 def shift_map(input_size, level: int = 3, variants=None, path=None):
     """|shift| over the image of branch ``level`` upsampled into branch 0 (2-D: both axes), what the ops really read,
     per variant; 'ufpa' at its 32m+1 size. Each panel spans the image, extent [-1/2, n-1/2] px."""
-    from .models import ALIGNMENTS
+    from .models import ALIGNMENTS, run_size
     from .models._layers import UPSAMPLE_MODE
 
     variants = list(variants or ALIGNMENTS)
     fig, axes = plt.subplots(1, len(variants), figsize=(2.3 * len(variants) + 1, 3.6), constrained_layout=True)
     maps, extents, sizes = [], [], []
     for variant in variants:
-        size = [geometry.aligned_size(n) if variant == "ufpa" else n for n in input_size]
+        size = run_size("hrnet_w32", variant, input_size)  # HRNet's branches: the one size rule
         per_axis = [geometry.multiscale_fusion_shift(n, level, 0, UPSAMPLE_MODE[variant]) for n in size]
         maps.append(np.hypot(per_axis[0].sampled_shift[:, None], per_axis[1].sampled_shift[None, :]))
         target = geometry.downsample_path(2)  # branch 0: each fused sample drawn as the stride-4 cell around it

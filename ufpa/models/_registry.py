@@ -12,12 +12,30 @@ _MODELS: dict[str, Callable] = {}
 ALIGNMENTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
 
 
-def register_model(fn: Callable) -> Callable:
-    """Decorator for a preset function ``fn(**kwargs) -> nn.Module``; its name is the model name."""
-    if fn.__name__ in _MODELS:
-        raise ValueError(f"model {fn.__name__!r} is registered twice")
-    _MODELS[fn.__name__] = fn
-    return fn
+def register_model(fn: Callable | None = None, *, total_stride: int = 32):
+    """Decorator for a preset function ``fn(**kwargs) -> nn.Module``; its name is the model name. ``total_stride``:
+    the preset's coarsest feature stride (what its 'ufpa' input sizes, stride * m + 1, are made of); use as
+    ``@register_model`` or ``@register_model(total_stride=64)``."""
+    def register(fn):
+        if fn.__name__ in _MODELS:
+            raise ValueError(f"model {fn.__name__!r} is registered twice")
+        fn.total_stride = total_stride
+        _MODELS[fn.__name__] = fn
+        return fn
+    return register(fn) if fn is not None else register
+
+
+def run_size(name: str, alignment: str, requested) -> tuple[int, int]:
+    """The one rule for the (H, W) a variant runs at: the request, except that 'ufpa' runs a request that is a multiple
+    of the model's total stride at the aligned size above it (256x192 -> 257x193; 96x64 -> 97x65). An aligned request
+    stays; any other is the model's to refuse, naming the valid sizes (which of them was meant is a guess)."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
+    stride = _MODELS[name].total_stride
+    size = tuple(int(n) for n in requested)
+    if alignment != "ufpa":
+        return size
+    return tuple(n + 1 if n % stride == 0 else n for n in size)
 
 
 def list_models(pattern: str = "*") -> list[str]:

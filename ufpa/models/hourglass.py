@@ -133,13 +133,13 @@ class StackedHourglass(nn.Module):
         return tuple(pm.out_size(n) for n in self.input_size)
 
 
-@register_model
+@register_model(total_stride=64)  # 4 * 2**depth
 def hourglass_4(**kwargs):
     """4 stacks, depth 4, 256 features."""
     return StackedHourglass(HourglassSpec(stacks=4), **kwargs)
 
 
-@register_model
+@register_model(total_stride=64)
 def hourglass_8(**kwargs):
     """8 stacks, depth 4, 256 features."""
     return StackedHourglass(HourglassSpec(stacks=8), **kwargs)
