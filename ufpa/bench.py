@@ -21,20 +21,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import create_model, run_size
+from .models import create_model, model_cost, run_size  # noqa: F401  (model_cost: bench's API too)
 
 GOAL_RATIO = {"ufpa": 1.05, "ufpa_any": 1.03}  # step time vs the baseline (issue 10)
-
-
-def model_cost(name: str, alignment: str = "baseline", head: str = "heatmap", input_size=(256, 192)) -> dict:
-    """Parameters and forward FLOPs (one image) of a model variant."""
-    size = run_size(name, alignment, input_size)
-    model = create_model(name, alignment=alignment, head=head, input_size=size).eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, *size))
-    return {"model": name, "alignment": alignment, "head": head, "input_size": list(size),
-            "params": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9}
 
 
 @dataclass

@@ -29,7 +29,7 @@ import torch
 from . import records
 from .codecs import COCO_FLIP_PAIRS, create_codec, list_codecs
 from .data.coco import Augment, CocoKeypoints, apply_transform, invert_transform
-from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, run_size
+from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, model_cost, run_size
 
 
 @dataclass
@@ -639,8 +639,6 @@ def _append_jsonl(path: Path, entry: dict):
 
 
 def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory, fingerprints):
-    from .bench import model_cost
-
     results = {"run_id": rid, "data_fingerprint": fingerprints["data_fingerprint"],
                "code_fingerprint": fingerprints["code_fingerprint"]}
     for flip in (False, True):

@@ -75,3 +75,16 @@ def _check_input(model, args):
         raise ValueError(f"{type(model).__name__} ({model.alignment}) was built for {model.input_size[0]}x"
                          f"{model.input_size[1]} inputs, got {h}x{w}: resize the crops to the built size, or build "
                          f"the model with create_model(..., input_size=({h}, {w}))")
+
+
+def model_cost(name: str, alignment: str = "baseline", head: str = "heatmap", input_size=(256, 192)) -> dict:
+    """Parameters and forward FLOPs (one image) of a model variant at the size it runs at (``run_size``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = run_size(name, alignment, input_size)
+    model = create_model(name, alignment=alignment, head=head, input_size=size).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, *size))
+    return {"model": name, "alignment": alignment, "head": head, "input_size": list(size),
+            "params": sum(p.numel() for p in model.parameters()), "gflops": counter.get_total_flops() / 1e9}
