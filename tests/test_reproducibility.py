@@ -93,3 +93,7 @@ def test_the_committed_cross_cpu_records_are_within_tolerance():
         assert rec["config"] | {"data": "", "out": "", "reports": ""} == committed["config"] | {
             "data": "", "out": "", "reports": ""}
         assert train.cross_cpu_differences(committed, rec) == []
+    # the numbers the README quotes are these records' (flip AP committed / AVX-512 / AVX2)
+    quoted = " / ".join(f"{r['results']['flip']['AP']:.3f}" for r in (committed, others["avx512"], others["avx2"]))
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert f"flip AP {quoted};" in readme

@@ -145,6 +145,15 @@ _NOT_CONDITION = ("seed", "data", "out", "reports", "device", "workers", "progre
 _RECORD_METRICS = ("AP", "AP50", "AP75", "AR", "epe_mean", "epe_median", "flip_consistency_px", "bias_x", "bias_y")
 
 
+def _condition(rec: dict) -> dict:
+    """What must be equal between the seeds of one condition: the config but the seed and where things lived, the
+    data by folder name and fingerprint."""
+    cond = {k: v for k, v in rec["config"].items() if k not in _NOT_CONDITION}
+    cond["data"] = Path(rec["config"]["data"]).name
+    cond["data_fingerprint"] = rec["results"].get("data_fingerprint")
+    return cond
+
+
 def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> None:
     """What a report may pool, checked before anything is averaged: each record once; every metric a finite number;
     the seeds of a condition (model, head, codec, size, alignment) distinct seeds of one identical config (everything
@@ -169,14 +178,9 @@ def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> Non
         key = (cfg["model"], cfg["head"], cfg["codec"], _size(cfg["input_size"]), cfg["alignment"])
         groups.setdefault(key, []).append((path, rec))
     for key, members in groups.items():
-        def condition(rec):
-            cond = {k: v for k, v in rec["config"].items() if k not in _NOT_CONDITION}
-            cond["data"] = Path(rec["config"]["data"]).name
-            cond["data_fingerprint"] = rec["results"].get("data_fingerprint")
-            return cond
         first_path, first = members[0]
         for path, rec in members[1:]:
-            a, b = condition(first), condition(rec)
+            a, b = _condition(first), _condition(rec)
             diff = [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
             if diff:
                 raise ValueError(f"{first_path.name} and {path.name} are seeds of one condition {'/'.join(key)} but "

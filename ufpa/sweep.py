@@ -25,7 +25,6 @@ from __future__ import annotations
 import ast
 import itertools
 import json
-import os
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -98,9 +97,8 @@ def reports_folder(doc: dict) -> Path:
     """Where a profile's records, executed notebooks and page go: ``$UFPA_REPORTS_DIR`` when set, else the profile's
     ``reports:`` (the study's profiles say ``reports``, the committed study), else ``scratch/<name>``: a profile of
     one's own (or the smoke profile) never writes into the committed study."""
-    if os.environ.get("UFPA_REPORTS_DIR"):
-        return Path(os.environ["UFPA_REPORTS_DIR"])
-    return records.from_repo(doc["reports"]) if doc.get("reports") else records.SCRATCH / doc["name"]
+    own = records.from_repo(doc["reports"]) if doc.get("reports") else records.SCRATCH / doc["name"]
+    return records.reports_dir(own)
 
 
 def expand(doc: dict, reports: str | None = None) -> list[TrainConfig]:

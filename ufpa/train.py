@@ -824,7 +824,7 @@ def resolve_paths(cfg: TrainConfig) -> TrainConfig:
     them; under ``UFPA_REPORTS_DIR`` (the tests' clean tree) a relative ``out`` goes there too."""
     scratch = os.environ.get("UFPA_REPORTS_DIR")
     changes = {}
-    for name in ("data", "out", "reports"):
+    for name in PATH_FIELDS:
         value = getattr(cfg, name)
         if value and not Path(value).is_absolute():
             base = Path(scratch) if scratch and name == "out" else records.REPO_ROOT
