@@ -195,13 +195,28 @@ def test_training_notebook_takes_every_config_field():
 
 
 def test_notebook_05_and_the_cli_share_their_defaults():
-    """The parameters cell is train.parameters_cell(): TrainConfig's defaults and comments, smoke values marked
-    (run `train.write_parameters_cell('notebooks/05_train.ipynb')` after changing TrainConfig)."""
-    from ufpa import train
+    """The parameters cell is runs.parameters_cell(): TrainConfig's defaults and comments, smoke values marked
+    (run `python -m ufpa notebook-parameters` after changing TrainConfig)."""
+    from ufpa import runs
 
     nb = nbformat.read(ROOT / "notebooks" / "05_train.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    assert cell.source == train.parameters_cell()
+    assert cell.source == runs.parameters_cell()
+
+
+def test_the_parameters_command_rewrites_a_cell_out_of_step_and_check_says_so(tmp_path):
+    from ufpa import __main__ as cli
+    from ufpa import runs
+
+    copy = tmp_path / "05.ipynb"
+    nb = nbformat.read(ROOT / "notebooks" / "05_train.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    cell.source = cell.source.replace("epochs = 2", "epochs = 3")  # a field's default edited by hand
+    nbformat.write(nb, copy)
+    assert cli.main(["notebook-parameters", str(copy), "--check"]) == 1
+    assert cli.main(["notebook-parameters", str(copy)]) == 0
+    assert runs.parameters_cell_of(copy) == runs.parameters_cell()
+    assert cli.main(["notebook-parameters", str(copy), "--check"]) == 0
 
 
 def test_notebook_parameter_checks_name_the_parameter(tmp_path):
@@ -266,3 +281,49 @@ def test_ad_hoc_commands_write_to_scratch():
     for name, data in committed.items():
         assert (ROOT / "scratch" / "results" / name).is_file()
         assert (ROOT / "reports" / "results" / name).read_bytes() == data
+
+
+def _ufpa_imports(path: Path, package: Path) -> set[str]:
+    """The ufpa modules a file imports (top-level name under ufpa: 'models', 'data', ...), lazy imports included."""
+    parts = path.relative_to(package).with_suffix("").parts
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(parts[:len(parts) - node.level])  # the package the dots lead to
+            target = base + (node.module.split(".") if node.module else [])
+            names = [target + [alias.name] for alias in node.names] if not node.module else [target]
+            found |= {n[0] for n in names if n}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ufpa."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ufpa.")}
+    return found
+
+
+def test_no_import_runs_back_up_the_house():
+    """Each module imports only from floors below its own (ufpa.FLOORS, described in the package docstring), so there
+    is no import circle; a package's files may import each other."""
+    import ufpa
+
+    package = ROOT / "ufpa"
+    floor = {name: i for i, names in enumerate(ufpa.FLOORS) for name in names}
+    modules = {p.relative_to(package).parts[0].removesuffix(".py") for p in package.glob("*") if
+               (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()}
+    assert modules - {"reference"} == set(floor), "every module has a floor in ufpa.FLOORS"
+    upward = []
+    for path in sorted(package.rglob("*.py")):
+        owner = path.relative_to(package).parts[0].removesuffix(".py")
+        if owner in ("__init__", "reference"):
+            continue
+        for target in _ufpa_imports(path, package) - {owner}:
+            if floor[target] >= floor[owner]:
+                upward.append(f"{path.relative_to(ROOT)} (floor {floor[owner]}) imports {target} (floor "
+                              f"{floor[target]})")
+    assert upward == []
+
+
+def test_the_house_test_sees_imports():
+    package = ROOT / "ufpa"
+    assert _ufpa_imports(package / "train.py", package) >= {"audit", "evaluate", "records", "runtime", "models"}
+    assert _ufpa_imports(package / "data" / "coco.py", package) == {"records"}
+    assert _ufpa_imports(package / "models" / "hrnet.py", package) == {"geometry", "models"}  # its own: allowed

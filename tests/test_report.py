@@ -1,4 +1,4 @@
-"""The report: statistics, records into tables (paired differences, formats), schema errors, figures, the page, and
+"""The report: records into tables (paired differences, formats), schema errors, figures, the page, and
 the committed tables agreeing with the committed records."""
 
 import json
@@ -12,21 +12,6 @@ import pytest
 from ufpa import page, records, report
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.mark.parametrize("df,expected", [(1, 12.7062047), (2, 4.3026527), (4, 2.7764451), (10, 2.2281389),
-                                         (1000, 1.9623391)])
-def test_t_quantile_matches_the_tables(df, expected):
-    assert report.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-6)
-    assert report.t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-6)
-
-
-def test_mean_ci():
-    mean, half, n = report.mean_ci([1.0, 2.0, 3.0])
-    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.3026527 * 1 / math.sqrt(3), rel=1e-6)
-    assert math.isnan(report.mean_ci([5.0])[1]) and report.mean_ci([])[2] == 0
-    with pytest.raises(ValueError, match="df >= 1"):
-        report.t_quantile(0.9, 0)
 
 
 def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25)):

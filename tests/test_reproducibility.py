@@ -1,5 +1,5 @@
 """Reproducibility as the README states it: bit for bit on the same CPU type and torch build, within
-``train.CROSS_CPU_TOLERANCE`` under another kernel dispatch. Notebook 05's smoke run is trained under this machine's
+``runs.CROSS_CPU_TOLERANCE`` under another kernel dispatch. Notebook 05's smoke run is trained under this machine's
 dispatch and under AVX2 / scalar kernels (``ATEN_CPU_CAPABILITY`` for torch, ``ONEDNN_MAX_CPU_ISA`` for oneDNN)."""
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ufpa import records, train
+from ufpa import records, runs, train
 from ufpa.data import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ print(torch.backends.cpu.get_cpu_capability())
 
 def notebook_smoke(data, tmp_path) -> train.TrainConfig:
     """Notebook 05's defaults (the run nbval executes), with its outputs under tmp_path."""
-    return replace(train.TrainConfig(**train.NOTEBOOK_SMOKE), data=str(data), out=str(tmp_path / "runs"),
+    return replace(train.TrainConfig(**runs.NOTEBOOK_SMOKE), data=str(data), out=str(tmp_path / "runs"),
                    reports=str(tmp_path / "reports"))
 
 
@@ -61,7 +61,7 @@ def test_notebook_smoke_run_is_within_tolerance_under_other_kernels(tmp_path):
         # the kernels really differ (else this test proves nothing) ...
         assert json.dumps(a["flip"], sort_keys=True) != json.dumps(b["flip"], sort_keys=True), name
         # ... and the numbers stay within the stated tolerance
-        assert train.cross_cpu_differences(recs["native"], recs[name]) == [], (used, name)
+        assert runs.cross_cpu_differences(recs["native"], recs[name]) == [], (used, name)
 
 
 def test_tolerance_names_what_is_out_of_it():
@@ -70,13 +70,13 @@ def test_tolerance_names_what_is_out_of_it():
                                 "bias_x": 0.1, "bias_y": -0.2}}}
     rec["results"]["no_flip"] = dict(rec["results"]["flip"])
     other = json.loads(json.dumps(rec))
-    assert train.cross_cpu_differences(rec, other) == []
+    assert runs.cross_cpu_differences(rec, other) == []
     other["results"]["flip"]["epe_mean"] = 11.0  # 9 % off
     other["results"]["learning_curve"][0]["loss"] = 2.001  # 0.05 %: within
-    assert [d.split(":")[0] for d in train.cross_cpu_differences(rec, other)] == ["flip epe_mean"]
+    assert [d.split(":")[0] for d in runs.cross_cpu_differences(rec, other)] == ["flip epe_mean"]
     other["results"]["run_id"] = "s"
     with pytest.raises(ValueError, match="two configs"):
-        train.cross_cpu_differences(rec, other)
+        runs.cross_cpu_differences(rec, other)
 
 
 def test_the_committed_cross_cpu_records_are_within_tolerance():
@@ -88,11 +88,11 @@ def test_the_committed_cross_cpu_records_are_within_tolerance():
               for isa in ("avx512", "avx2")}
     assert {isa: r["provenance"]["cpu_capability"] for isa, r in others.items()} == {"avx512": "AVX512",
                                                                                      "avx2": "AVX2"}
-    assert train.cross_cpu_differences(others["avx512"], others["avx2"]) == []
+    assert runs.cross_cpu_differences(others["avx512"], others["avx2"]) == []
     for rec in others.values():
         assert rec["config"] | {"data": "", "out": "", "reports": ""} == committed["config"] | {
             "data": "", "out": "", "reports": ""}
-        assert train.cross_cpu_differences(committed, rec) == []
+        assert runs.cross_cpu_differences(committed, rec) == []
     # the numbers the README quotes are these records' (flip AP committed / AVX-512 / AVX2)
     quoted = " / ".join(f"{r['results']['flip']['AP']:.3f}" for r in (committed, others["avx512"], others["avx2"]))
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ufpa import config, records, train
+from ufpa import config, records, runs, train
 from ufpa.data import synthetic
+from ufpa.data.coco import split_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,9 +87,10 @@ def test_smoke_run_writes_a_complete_record(data, tmp_path):
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and state["config"]["alignment"] == "ufpa_any"
     # the notebook helpers read the same run back
-    samples = train.sample_predictions(cfg, 2)
+    samples = runs.sample_predictions(cfg, 2)
     assert samples["crops"].shape == (2, 96, 64, 3) and samples["predicted"].shape == (2, 17, 2)
-    assert train.metrics_table(rec).shape[0] == 2 and "AP" in train.run_summary(rec)
+    assert runs.metrics_table(rec).shape[0] == 2 and "AP" in runs.run_summary(rec)
+    assert train.run_id(runs.load_run(train.record_path(cfg))[0]) == train.run_id(cfg)
     # a finished run is not trained or evaluated again: its record stands, byte for byte
     before = train.record_path(cfg).read_bytes()
     assert train.train(cfg) == run_dir and train.record_path(cfg).read_bytes() == before
@@ -237,7 +239,7 @@ def test_run_id_does_not_depend_on_where_the_data_lives(tmp_path):
     assert train.run_id(a) == train.run_id(b) == train.run_id(c)
     assert train.run_id(a) != train.run_id(replace(a, data="data/synthpose")) != train.run_id(replace(a, lr=1e-3))
     # the sweep (relative paths) and notebook 05 (paths resolved from the repository root) agree
-    assert train.run_id(train.notebook_config(vars(a))) == train.run_id(a)
+    assert train.run_id(runs.notebook_config(vars(a))) == train.run_id(a)
 
 
 def test_run_checks_assert_what_holds_on_any_machine():
@@ -246,17 +248,17 @@ def test_run_checks_assert_what_holds_on_any_machine():
     metrics = {"AP": 0.5, "epe_mean": 3.0}
     rec = {"results": {"run_id": train.run_id(cfg), "flip": dict(metrics), "no_flip": dict(metrics),
                        "learning_curve": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 1.0}]}}
-    assert "loss fell over 2 epochs" in train.run_checks(rec, cfg)
+    assert "loss fell over 2 epochs" in runs.run_checks(rec, cfg)
     one = {"results": {**rec["results"], "learning_curve": [{"epoch": 1, "loss": 2.0}]}}
-    assert "one epoch" in train.run_checks(one, cfg)
+    assert "one epoch" in runs.run_checks(one, cfg)
     flat = {"results": {**rec["results"], "learning_curve": [{"epoch": 1, "loss": 2.0}, {"epoch": 2, "loss": 2.0}]}}
     with pytest.raises(ValueError, match="did not fall"):
-        train.run_checks(flat, cfg)
+        runs.run_checks(flat, cfg)
     nan = {"results": {**rec["results"], "flip": {"AP": float("nan")}}}
     with pytest.raises(ValueError, match="not finite"):
-        train.run_checks(nan, cfg)
+        runs.run_checks(nan, cfg)
     with pytest.raises(ValueError, match="not of this config"):
-        train.run_checks(rec, replace(cfg, seed=1))
+        runs.run_checks(rec, replace(cfg, seed=1))
 
 
 def test_records_hold_paths_relative_to_the_repository(tmp_path):
@@ -279,8 +281,8 @@ def test_a_folder_in_the_coco_2017_layout_trains_as_it_is_unpacked(data, tmp_pat
         shutil.copy(data / "annotations" / f"person_keypoints_{split}.json",
                     coco / "annotations" / f"person_keypoints_{split}2017.json")
         shutil.copytree(data / "images" / split, coco / f"{split}2017")
-    assert train.split_paths(coco, "train") == (coco / "annotations" / "person_keypoints_train2017.json",
-                                                coco / "train2017")
+    assert split_paths(coco, "train") == (coco / "annotations" / "person_keypoints_train2017.json",
+                                           coco / "train2017")
     cfg = smoke(coco, tmp_path, epochs=1)
     train.train(cfg)
     assert records.read_record(train.record_path(cfg))["results"]["train_instances"] == 32
@@ -288,7 +290,7 @@ def test_a_folder_in_the_coco_2017_layout_trains_as_it_is_unpacked(data, tmp_pat
     with pytest.raises(FileNotFoundError, match=r"has no split 'val'.*annotations/person_keypoints_val.json, "
                                                 r"images/val, val, annotations/person_keypoints_val2017.json, "
                                                 r"images/val2017, val2017"):
-        train.split_paths(coco, "val")
+        split_paths(coco, "val")
 
 
 def test_threads_are_part_of_the_identity():
@@ -315,5 +317,5 @@ def test_the_tests_clean_tree_takes_the_run_directory_too(tmp_path, monkeypatch)
     version of the code left in runs/ is never resumed (it would be refused) by `make test`."""
     monkeypatch.setenv("UFPA_REPORTS_DIR", str(tmp_path))
     params = {f: getattr(train.TrainConfig(), f) for f in ("out", "data")}
-    cfg = train.notebook_config(params)
+    cfg = runs.notebook_config(params)
     assert cfg.out == str(tmp_path / "runs") and cfg.data == str(ROOT / "data" / "synthpose-easy")

@@ -37,7 +37,7 @@ def _verify(args) -> int:
 def _expected_errors() -> tuple:
     """What bad input, a missing dataset or a stopped run raise: shown as one line, not a traceback."""
     from .records import Busy
-    from .train import TrainingError
+    from .runtime import TrainingError
 
     return (ValueError, OSError, TrainingError, Busy)  # OSError: missing files and folders, permissions, full disks
 
@@ -223,6 +223,26 @@ def _report(args) -> int:
     return 0
 
 
+def _notebook_parameters(args) -> int:
+    from . import records, runs
+
+    path = Path(args.notebook)
+    if not path.is_file():
+        raise SystemExit(f"notebook-parameters: no notebook at {path}; give notebook 05's path")
+    if args.check:
+        current = runs.parameters_cell_of(path)
+        if current != runs.parameters_cell():
+            print(f"{path}: its parameters cell is out of step with ufpa.train.TrainConfig; run `python -m ufpa "
+                  f"notebook-parameters {path}`", file=sys.stderr)
+            return 1
+        print(f"{path}: parameters cell in step with TrainConfig")
+        return 0
+    changed = runs.write_parameters_cell(path)
+    print(f"{records.repo_relative(path)}: parameters cell {'rewritten' if changed else 'already in step'} from "
+          "TrainConfig" + ("; re-execute the notebook (make notebooks) so its outputs follow" if changed else ""))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ufpa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -277,6 +297,12 @@ def main(argv=None) -> int:
     sweep.add_argument("--force", action="store_true", help="re-run runs whose record exists")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=_sweep)
+
+    params = sub.add_parser("notebook-parameters", help="write notebook 05's parameters cell from "
+                            "ufpa.train.TrainConfig (after changing a field, its default or its comment)")
+    params.add_argument("notebook", nargs="?", default="notebooks/05_train.ipynb")
+    params.add_argument("--check", action="store_true", help="only say whether it is in step (exit 1 if not)")
+    params.set_defaults(run=_notebook_parameters)
 
     rep = sub.add_parser("report", help="notebooks 05 and 06, the tables and figures, and reports/study.html")
     rep.add_argument("--profile", default="profiles/cpu.yaml", help="the sweep whose baseline run notebook 05 shows")

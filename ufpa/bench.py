@@ -12,6 +12,7 @@ features backbone with the same head when timm is installed.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import resource
@@ -22,6 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import create_model, model_cost, run_size  # noqa: F401  (model_cost: bench's API too)
+from .runtime import Runtime, capture, runtime
 
 GOAL_RATIO = {"ufpa": 1.05, "ufpa_any": 1.03}  # step time vs the baseline (issue 10)
 
@@ -69,9 +71,9 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     return cfg
 
 
-def _step_fn(model, x, target, bf16):
+def _step_fn(model, x, target, rt: Runtime):
     def step():
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with rt.autocast(capturing=rt.cuda_graph):
             out = model(x)
         loss = torch.nn.functional.mse_loss(out.float(), target)
         loss.backward()
@@ -94,11 +96,7 @@ def _time_steps(step, cfg: BenchConfig) -> list[float]:
 
 def _build(cfg: BenchConfig, variant: str):
     """A variant's model, input and target on the device, and its step function (graphed if asked)."""
-    cuda = cfg.device.startswith("cuda")
-    if cfg.cuda_graph and not cuda:
-        raise ValueError("cuda_graph=True needs a CUDA device; on CPU use cuda_graph=False")
-    bf16 = cuda if cfg.bf16 is None else cfg.bf16
-    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
+    rt = runtime(cfg, cfg.device)
     alignment, _, padding = variant.partition(":")  # 'ufpa:zeros': the variant with another padding (ablation)
     size = run_size(cfg.model, alignment, cfg.input_size) if variant != "timm" else tuple(cfg.input_size)
     if variant == "timm":
@@ -107,36 +105,20 @@ def _build(cfg: BenchConfig, variant: str):
         model = create_model(cfg.model, alignment=alignment, input_size=size, padding=padding or None)
     model = model.to(cfg.device).train()
     x = torch.randn(cfg.batch, 3, *size, device=cfg.device)
-    if channels_last:
+    if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:  # one image's forward FLOPs, counted on the shape probe
         out_shape = model(x[:1]).shape
     target = torch.randn(cfg.batch, *out_shape[1:], device=cfg.device)
-    step = _step_fn(model, x, target, bf16)
-    if cfg.cuda_graph:
-        step = _graphed(step, model)
+    step = _step_fn(model, x, target, rt)
+    if rt.cuda_graph:
+        step = capture(step, model)[0].replay
     info = {"variant": variant, "input_size": list(size), "params": sum(p.numel() for p in model.parameters()),
-            "gflops": counter.get_total_flops() / 1e9, "bf16": bf16, "channels_last": channels_last,
-            "cuda_graph": cfg.cuda_graph}
+            "gflops": counter.get_total_flops() / 1e9, "bf16": rt.bf16, "channels_last": rt.channels_last,
+            "cuda_graph": rt.cuda_graph}
     return step, info
-
-
-def _graphed(step, model):
-    """Capture ``step`` (forward + backward) in one CUDA graph; the returned function replays it."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm up on a side stream, as capture requires
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(stream)
-    for p in model.parameters():
-        p.grad = None  # the graph owns the gradient buffers it allocates
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay
 
 
 def _bench_one(cfg: BenchConfig, variant: str) -> dict:
@@ -400,12 +382,11 @@ def bench_train(cfg: TrainBenchConfig) -> dict:
             run = train.TrainConfig(**{**vars(base), "model": name})
             torch.manual_seed(cfg.seed)
             model, _, _, _ = train.build(run, torch.device(cfg.device), datasets=False)
-            bf16 = channels_last = cuda
-            if channels_last:
+            rt = runtime(dataclasses.replace(run, cuda_graph=graph), cfg.device)
+            if rt.channels_last:
                 model = model.to(memory_format=torch.channels_last)
             optimizer = train._optimizer(run, model, capturable=graph)
-            step = train.Step(model.train(), optimizer, model.num_keypoints, torch.device(cfg.device), bf16,
-                              channels_last, graph)
+            step = train.Step(model.train(), optimizer, model.num_keypoints, rt)
             times = _time_steps(lambda step=step: step(batch), BenchConfig(device=cfg.device, steps=cfg.steps,
                                                                            warmup=cfg.warmup))
             median = sorted(times)[len(times) // 2]

@@ -1,6 +1,6 @@
 """Evaluation: COCO keypoint AP through pycocotools (never a hand-written OKS), results files in the COCO/mmpose
 result format, and exact-ground-truth metrics for SynthPose (end-point error, signed bias per axis and joint, PCK,
-flip consistency)."""
+flip consistency), and ``predict`` / ``evaluate_model``: a model's keypoints on a dataset, and all of those metrics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from .codecs import COCO_FLIP_PAIRS
+from .data.coco import apply_transform, invert_transform
 from .records import atomic_write_text, finite_numbers, read_json
+from .runtime import TrainingError
 
 AP_KEYS = ("AP", "AP50", "AP75", "APM", "APL", "AR", "AR50", "AR75", "ARM", "ARL")
 # COCO OKS sigmas of the 17 keypoints, in order.
@@ -157,3 +161,67 @@ def flip_consistency(pred, pred_from_flipped, visible) -> float:
     mask = np.asarray(visible) > 0
     dist = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(pred_from_flipped, np.float64), axis=-1)
     return float(dist[mask].mean())
+
+
+# --- a model on a dataset ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model, codec, dataset, device, flip_test: bool, batch_size: int = 64, channels_last: bool = False,
+            mirrored: bool = True):
+    """For every instance of ``dataset``, in original-image pixels: ``keypoints`` (N, K, 2) and ``scores`` (N, K)
+    (with flip test: from the average of the output and the flipped-back output of the mirrored crop), ``direct``
+    (the crop alone) and ``mirrored`` (the mirrored crop alone, flipped back; if asked), for flip consistency."""
+    model.eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    fused_kps, direct, mirror, scores, matrices = [], [], [], [], []
+    with_mirror = mirrored or flip_test
+    for batch in loader:
+        x = batch["image"].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x).float().cpu().numpy()
+        back = codec.flip_back(model(x.flip(-1)).float().cpu().numpy(), COCO_FLIP_PAIRS) if with_mirror else None
+        fused = (out + back) / 2 if flip_test else out
+        kps, sc = codec.decode(fused)
+        if not np.isfinite(kps).all():
+            raise TrainingError("the model's output decodes to non-finite keypoints (a diverged model); no results "
+                                "are written")
+        fused_kps.append(kps)
+        scores.append(sc)
+        direct.append(codec.decode(out)[0] if flip_test else kps)
+        if mirrored:
+            mirror.append(codec.decode(back)[0])
+        matrices.append(batch["matrix"].double().numpy())
+    to_image = [invert_transform(m) for m in np.concatenate(matrices)]
+
+    def image_space(points):
+        return np.stack([apply_transform(m, p) for m, p in zip(to_image, np.concatenate(points))])
+    out = {"keypoints": image_space(fused_kps), "scores": np.concatenate(scores), "direct": image_space(direct)}
+    if mirrored:
+        out["mirrored"] = image_space(mirror)
+    return out
+
+
+def evaluate_model(model, codec, dataset, annotations, device, flip_test: bool, channels_last: bool = False,
+                   consistency: bool = True) -> dict:
+    """COCO AP (pycocotools, ground-truth boxes) of ``model`` on ``dataset``, scored against the ``annotations`` file it
+    was read from, and exact-ground-truth metrics in original-image pixels; flip consistency too unless
+    ``consistency=False`` (the quick evaluations of a learning curve). ``coco_results`` holds the results file."""
+    pred = predict(model, codec, dataset, device, flip_test, channels_last=channels_last, mirrored=consistency)
+    keypoints = pred["keypoints"]
+    insts = dataset.instances
+    gt = np.stack([i.keypoints for i in insts])
+    visible = np.stack([i.visible for i in insts])
+    boxes = np.array([max(i.box[2], i.box[3]) for i in insts])
+    coco = to_coco_results([i.image_id for i in insts], keypoints, pred["scores"])
+    doc = json.loads(Path(annotations).read_text())
+    ids = {i.image_id for i in insts}
+    doc["images"] = [im for im in doc["images"] if im["id"] in ids]  # a val_limit subset is scored on its images
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in ids]
+    metrics = coco_keypoint_ap(doc, coco)
+    metrics.update(exact_metrics(keypoints, gt, visible, boxes))
+    if consistency:
+        metrics["flip_consistency_px"] = flip_consistency(pred["direct"], pred["mirrored"], visible)
+    metrics["flip_test"] = flip_test
+    metrics["coco_results"] = coco
+    return metrics

@@ -30,6 +30,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from . import records, report
+from .models import ALIGNMENTS
 
 NOTEBOOKS = ("01_derivation", "02_numerical_verification", "03_misalignment_in_models", "04_data_and_codecs",
              "05_train", "06_figures_and_tables")
@@ -63,7 +64,7 @@ def execute_notebooks(profile, reports_root=None, progress: bool = False) -> lis
                                 "missing: run `make study` first")
     if done.is_file():
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-        params["compare_with"] = [v for v in report.VARIANTS if v != cfg.alignment]
+        params["compare_with"] = [v for v in ALIGNMENTS if v != cfg.alignment]
         params["synth"] = None  # a finished run: its data is there, made by the sweep
         sweep.check_parameters(params)
         pm.execute_notebook(str(nb / "05_train.ipynb"), str(shown), parameters=params,

@@ -1,14 +1,14 @@
 """The study's tables and figures, as functions of its results records.
 
 ``load_runs`` reads every training record under a results folder into one tidy frame (one row per run and flip-test
-setting); ``aggregate`` and ``paired`` summarise it over seeds as mean ± 95 % confidence half-width (Student t, so three
-seeds give wide intervals, as they should); the table functions return numeric frames that ``write_table`` saves as
-Markdown, CSV and LaTeX; the figure functions draw from the same frames. Nothing here trains or evaluates: a number
-that is not in a record cannot appear in a table.
+setting); ``aggregate`` and ``paired`` summarise it over seeds as mean ± 95 % confidence half-width (``ufpa.stats``:
+Student t, so three seeds give wide intervals, as they should); the table functions return numeric frames that
+``write_table`` saves as Markdown, CSV and LaTeX; the figure functions draw from the same frames. Nothing here trains or
+evaluates: a number that is not in a record cannot appear in a table.
 
 Conventions: AP and AR are COCO keypoint AP/AR in [0, 1] (tables print them as such); end-point error, |bias| and flip
-consistency are in pixels of the original image; a variant's gain is its paired difference to the baseline run with the
-same model, head, codec, nominal input size, flip-test setting and seed.
+consistency are in pixels of the original image; an alignment's gain is its paired difference to the baseline run with
+the same model, head, codec, nominal input size, flip-test setting and seed.
 """
 
 from __future__ import annotations
@@ -22,73 +22,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import records, viz
+from . import records, stats, viz
+from .models import ALIGNMENTS
 
-# Method order of the paper's tables and the colour each variant keeps in every figure (Okabe-Ito: colour-blind safe).
-VARIANTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
-COLOURS = viz.VARIANT_COLOURS
+# Method order of the paper's tables is the registry's (ALIGNMENTS); each alignment keeps its colour in every figure.
+COLOURS = viz.ALIGNMENT_COLOURS
 METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "abs_bias_px", "flip_consistency_px")
 LABELS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_px": "EPE (px)", "abs_bias_px": "|bias| (px)",
           "flip_consistency_px": "flip cons. (px)", "params_M": "params (M)", "gflops": "GFLOPs",
           "size": "nominal size", "input_size": "run at"}
 PUBLISHED = Path(__file__).resolve().parent / "reference" / "published_coco_val.csv"
-
-
-# --- statistics ------------------------------------------------------------------------------------------------------
-
-def t_quantile(p: float, df: int) -> float:
-    """Quantile of Student's t distribution (no scipy): bisection on the CDF, which is the regularised incomplete beta
-    function evaluated by its continued fraction (Numerical Recipes' betacf, accurate to ~1e-12)."""
-    if df < 1:
-        raise ValueError(f"t distribution needs df >= 1, got {df}")
-    if not 0 < p < 1:
-        raise ValueError(f"quantile needs 0 < p < 1, got {p}")
-
-    def betacf(a, b, x):
-        qab, qap, qam = a + b, a + 1.0, a - 1.0
-        c, d = 1.0, 1.0 - qab * x / qap
-        d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-        h = d
-        for m in range(1, 300):
-            m2 = 2 * m
-            for aa in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-                d = 1.0 + aa * d
-                d = 1.0 / (d if abs(d) > 1e-300 else 1e-300)
-                c = 1.0 + aa / c if abs(1.0 + aa / c) > 1e-300 else 1e-300
-                h *= d * c
-            if abs(d * c - 1.0) < 1e-15:
-                break
-        return h
-
-    def incbeta(a, b, x):
-        if x <= 0 or x >= 1:
-            return float(x >= 1)
-        front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-        if x < (a + 1) / (a + b + 2):
-            return front * betacf(a, b, x) / a
-        return 1.0 - front * betacf(b, a, 1 - x) / b
-
-    def cdf(t):
-        tail = 0.5 * incbeta(df / 2, 0.5, df / (df + t * t))
-        return 1 - tail if t > 0 else tail
-
-    lo, hi = -1e4, 1e4
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
-def mean_ci(values, level: float = 0.95) -> tuple[float, float, int]:
-    """Mean, confidence half-width (Student t over the values) and count; the half-width is NaN for one value."""
-    x = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    n = len(x)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(x[0]), float("nan"), 1
-    half = t_quantile(0.5 + level / 2, n - 1) * x.std(ddof=1) / math.sqrt(n)
-    return float(x.mean()), float(half), n
 
 
 # --- records into a frame --------------------------------------------------------------------------------------------
@@ -205,7 +148,7 @@ def load_runs(results_dir, one_commit: bool = True) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"{Path(results_dir) / 'runs'} holds no training records; run a sweep first")
     frame = pd.DataFrame(rows)
-    frame["alignment"] = pd.Categorical(frame["alignment"], [v for v in VARIANTS if v in set(frame["alignment"])])
+    frame["alignment"] = pd.Categorical(frame["alignment"], [v for v in ALIGNMENTS if v in set(frame["alignment"])])
     return frame.sort_values(["model", "pixels", "alignment", "codec", "flip_test", "seed"]).reset_index(drop=True)
 
 
@@ -232,36 +175,16 @@ KEYS = ["model", "head", "codec", "size", "alignment", "flip_test"]
 
 
 def aggregate(frame: pd.DataFrame, metrics=METRICS, level: float = 0.95) -> pd.DataFrame:
-    """Mean and confidence half-width (``<metric>_ci``) over seeds per model, head, codec, size, variant, flip test."""
-    out = []
-    for key, group in frame.groupby(KEYS, observed=True, sort=False):
-        row = dict(zip(KEYS, key))
-        row.update(input_size=group["input_size"].iloc[0], pixels=group["pixels"].iloc[0], seeds=len(group),
-                   params_M=group["params_M"].iloc[0], gflops=group["gflops"].iloc[0])
-        for m in metrics:
-            row[m], row[f"{m}_ci"], _ = mean_ci(group[m], level)
-        out.append(row)
-    return pd.DataFrame(out)
+    """Mean and confidence half-width (``<metric>_ci``) over seeds per model, head, codec, size, alignment, flip test
+    (``stats.aggregate`` on the study's condition columns)."""
+    return stats.aggregate(frame, KEYS, metrics, level, first=("input_size", "pixels", "params_M", "gflops"))
 
 
 def paired(frame: pd.DataFrame, metrics=METRICS, level: float = 0.95) -> pd.DataFrame:
-    """Per variant: its difference to the baseline run of the same model, head, codec, size, flip test and seed,
-    as mean and confidence half-width over the seeds both have (``n`` pairs), plus the per-seed differences."""
-    base = frame[frame["alignment"] == "baseline"].set_index(KEYS[:4] + ["flip_test", "seed"])
-    out = []
-    for key, group in frame[frame["alignment"] != "baseline"].groupby(KEYS, observed=True, sort=False):
-        row = dict(zip(KEYS, key))
-        g = group.set_index(KEYS[:4] + ["flip_test", "seed"])
-        common = g.index.intersection(base.index)
-        if len(common) == 0:
-            continue
-        row.update(pairs=len(common), seeds=[int(i[-1]) for i in common], pixels=group["pixels"].iloc[0])
-        for m in metrics:
-            diff = (g.loc[common, m] - base.loc[common, m]).to_numpy(float)
-            row[f"d_{m}"], row[f"d_{m}_ci"], _ = mean_ci(diff, level)
-            row[f"d_{m}_per_seed"] = diff.tolist()
-        out.append(row)
-    return pd.DataFrame(out)
+    """Per alignment: its difference to the baseline run of the same model, head, codec, size, flip test and seed,
+    as mean and confidence half-width over the seeds both have (``pairs``), plus the per-seed differences
+    (``stats.paired`` with the baseline as control)."""
+    return stats.paired(frame, KEYS, metrics, arm="alignment", control="baseline", level=level, first=("pixels",))
 
 
 # --- tables ----------------------------------------------------------------------------------------------------------
@@ -282,7 +205,7 @@ def main_table(frame: pd.DataFrame, flip_test: bool = True) -> pd.DataFrame:
 
 
 def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Alignment variant x codec x flip test: AP and end-point error, and the paired AP gain over the baseline."""
+    """Alignment x codec x flip test: AP and end-point error, and the paired AP gain over the baseline."""
     agg = aggregate(frame, metrics=("AP", "epe_px"))
     diff = paired(frame, metrics=("AP",))
     table = agg[KEYS + ["seeds", "AP", "AP_ci", "epe_px", "epe_px_ci"]]
@@ -292,7 +215,7 @@ def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def lowres_table(frame: pd.DataFrame, flip_test: bool = True) -> pd.DataFrame:
-    """The paper's central claim, tested: per nominal input size, the baseline's AP and each variant's paired gain."""
+    """The paper's central claim, tested: per nominal input size, the baseline's AP and each alignment's paired gain."""
     sub = frame[frame["flip_test"] == flip_test]
     agg = aggregate(sub, metrics=("AP",))
     diff = paired(sub, metrics=("AP", "epe_px"))
@@ -442,7 +365,7 @@ def _sizes(frame) -> list[str]:
 
 
 def accuracy_vs_size(frame: pd.DataFrame, flip_test: bool = True, path=None):
-    """AP (mean and 95 % CI over seeds) against nominal input size, one line per variant and model."""
+    """AP (mean and 95 % CI over seeds) against nominal input size, one line per alignment and model."""
     agg = aggregate(frame[frame["flip_test"] == flip_test], metrics=("AP", "epe_px"))
     sizes = _sizes(frame)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
@@ -463,20 +386,20 @@ def accuracy_vs_size(frame: pd.DataFrame, flip_test: bool = True, path=None):
 
 
 def paired_gain(frame: pd.DataFrame, metric: str = "AP", flip_test: bool = True, path=None):
-    """Each variant's paired difference to the baseline per input size: one dot per seed, mean ± 95 % CI."""
+    """Each alignment's paired difference to the baseline per input size: one dot per seed, mean ± 95 % CI."""
     diff = paired(frame[frame["flip_test"] == flip_test], metrics=(metric,))
     sizes = _sizes(frame)
     fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
-    variants = [v for v in VARIANTS if v in set(diff["alignment"])]
-    width = 0.8 / max(len(variants), 1)
+    alignments = [v for v in ALIGNMENTS if v in set(diff["alignment"])]
+    width = 0.8 / max(len(alignments), 1)
     for _, d in diff.iterrows():
-        x = sizes.index(d["size"]) + width * (variants.index(d["alignment"]) - (len(variants) - 1) / 2)
+        x = sizes.index(d["size"]) + width * (alignments.index(d["alignment"]) - (len(alignments) - 1) / 2)
         ax.scatter([x] * len(d[f"d_{metric}_per_seed"]), d[f"d_{metric}_per_seed"], s=14, alpha=0.6,
                    color=COLOURS[d["alignment"]])
         ax.errorbar([x + width * 0.25], [d[f"d_{metric}"]], yerr=[0 if not np.isfinite(d[f"d_{metric}_ci"]) else
                                                                   d[f"d_{metric}_ci"]],
                     fmt="D", color=COLOURS[d["alignment"]], capsize=3, ms=5)
-    for v in variants:
+    for v in alignments:
         ax.scatter([], [], color=COLOURS[v], label=v)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xticks(range(len(sizes)), sizes)
@@ -499,11 +422,11 @@ def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_t
     mis = sub.groupby(["size", "alignment"], observed=True, sort=False)[
         ["misalignment_px", "border_misalignment_px", "pixels"]].first().reset_index()
     sizes = _sizes(sub)
-    variants = [v for v in VARIANTS if v in set(mis["alignment"])]
-    width = 0.8 / max(len(variants), 1)
+    alignments = [v for v in ALIGNMENTS if v in set(mis["alignment"])]
+    width = 0.8 / max(len(alignments), 1)
     ax = axes[0]
     for _, r in mis.iterrows():
-        x = sizes.index(r["size"]) + width * (variants.index(r["alignment"]) - (len(variants) - 1) / 2)
+        x = sizes.index(r["size"]) + width * (alignments.index(r["alignment"]) - (len(alignments) - 1) / 2)
         ax.bar(x, r["misalignment_px"], width * 0.9, color=COLOURS[r["alignment"]])
         ax.bar(x, r["border_misalignment_px"], width * 0.9, fill=False, hatch="//", edgecolor=COLOURS[r["alignment"]])
         if r["misalignment_px"] == 0:
@@ -512,7 +435,7 @@ def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_t
     ax.set_xlabel("nominal input size H×W (px)")
     ax.set_ylabel("worst fusion shift (input px)")
     ax.set_title("trained networks: interior (solid), border (hatched)", fontsize=8)
-    for v in variants:
+    for v in alignments:
         ax.bar([0], [0], color=COLOURS[v], label=v)
     ax.legend(fontsize=7)
     if audit:
@@ -522,7 +445,7 @@ def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_t
         rows = rows[rows["up_levels"] > 0]
         kind = [f"s{int(r.stride)} ×{2 ** int(r.up_levels)}" for r in rows.itertuples()]
         kinds = list(dict.fromkeys(kind))
-        al = [v for v in VARIANTS if v in set(rows["alignment"])]
+        al = [v for v in ALIGNMENTS if v in set(rows["alignment"])]
         w = 0.8 / len(al)
         for k, r in zip(kind, rows.itertuples()):
             x = kinds.index(k) + w * (al.index(r.alignment) - (len(al) - 1) / 2)
@@ -539,7 +462,7 @@ def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_t
     ax = axes[-1]
     diff = paired(sub, metrics=("AP",))
     for _, d in diff.iterrows():
-        x = sizes.index(d["size"]) + width * (variants.index(d["alignment"]) - (len(variants) - 1) / 2)
+        x = sizes.index(d["size"]) + width * (alignments.index(d["alignment"]) - (len(alignments) - 1) / 2)
         ax.bar(x, d["d_AP"], width * 0.9, color=COLOURS[d["alignment"]],
                yerr=0 if not np.isfinite(d["d_AP_ci"]) else d["d_AP_ci"], capsize=3)
     ax.axhline(0, color="grey", lw=0.8)
@@ -558,7 +481,7 @@ SKELETON = viz.SKELETON_0  # COCO limbs, 0-based
 
 
 def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, path=None, scale: float = 0.5):
-    """Signed bias per joint (mean over seeds, image px) as arrows on a template skeleton, one panel per variant:
+    """Signed bias per joint (mean over seeds, image px) as arrows on a template skeleton, one panel per alignment:
     what a systematic shift of the features leaves in the keypoints. ``scale``: template units per image px."""
     groups: dict = {}
     for _, rec in run_records(results_dir):
@@ -569,7 +492,7 @@ def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, pa
         m = rec["results"]["flip" if flip_test else "no_flip"]
         groups.setdefault((s, cfg["alignment"]), []).append(np.stack([m["bias_x_per_joint"],
                                                                       m["bias_y_per_joint"]], 1))
-    keys = sorted(groups, key=lambda k: (int(k[0].split("x")[0]), VARIANTS.index(k[1])))
+    keys = sorted(groups, key=lambda k: (int(k[0].split("x")[0]), ALIGNMENTS.index(k[1])))
     fig, axes = plt.subplots(1, len(keys), figsize=(2.3 * len(keys), 3.6), constrained_layout=True, squeeze=False)
     for ax, key in zip(axes[0], keys):
         b = np.nanmean(np.asarray(groups[key], float), 0)
@@ -589,23 +512,23 @@ def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, pa
     return _save(fig, path)
 
 
-def flip_consistency(frame: pd.DataFrame, path=None):
+def flip_consistency_figure(frame: pd.DataFrame, path=None):
     """Distance between the predictions on an image and on its mirror, mapped back (image px): one dot per run, a box
-    per variant and size."""
+    per alignment and size."""
     sub = frame[~frame["flip_test"]]
     sizes = _sizes(sub)
-    variants = [v for v in VARIANTS if v in set(sub["alignment"])]
-    width = 0.8 / max(len(variants), 1)
+    alignments = [v for v in ALIGNMENTS if v in set(sub["alignment"])]
+    width = 0.8 / max(len(alignments), 1)
     fig, ax = plt.subplots(figsize=(5.5, 3.2), constrained_layout=True)
     rng = np.random.default_rng(0)  # jitter only
     for (size, alignment), g in sub.groupby(["size", "alignment"], observed=True, sort=False):
-        x = sizes.index(size) + width * (variants.index(alignment) - (len(variants) - 1) / 2)
+        x = sizes.index(size) + width * (alignments.index(alignment) - (len(alignments) - 1) / 2)
         values = g["flip_consistency_px"].to_numpy(float)
         ax.boxplot([values], positions=[x], widths=width * 0.8, showfliers=False,
                    medianprops={"color": COLOURS[alignment]}, boxprops={"color": COLOURS[alignment]},
                    whiskerprops={"color": COLOURS[alignment]}, capprops={"color": COLOURS[alignment]})
         ax.scatter(x + rng.uniform(-0.2, 0.2, len(values)) * width, values, s=12, color=COLOURS[alignment], zorder=3)
-    for v in variants:
+    for v in alignments:
         ax.scatter([], [], color=COLOURS[v], label=v)
     ax.set_xticks(range(len(sizes)), sizes)
     ax.set_xlabel("nominal input size H×W (px)")
@@ -712,7 +635,7 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_paired_gain": lambda f, r, flip=True: paired_gain(f, flip_test=flip),
     "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, _audit(r), flip),
     "06_bias_fields": lambda f, r, flip=True: bias_fields(r, flip_test=flip),
-    "06_flip_consistency": lambda f, r, flip=True: flip_consistency(f),  # compares the two settings itself
+    "06_flip_consistency": lambda f, r, flip=True: flip_consistency_figure(f),  # compares the two settings itself
 }
 
 

@@ -1,7 +1,9 @@
-"""Training and evaluation of pose models: ``train(TrainConfig(...)) -> run directory``.
+"""Training of pose models: ``train(TrainConfig(...)) -> run directory``.
 
-Read top to bottom: the config, the data and model it builds, the loss, one step (eager or captured in a CUDA graph),
-the loop with its checkpoints, and evaluation. Everything a run depends on is a function of the config and the seed:
+Read top to bottom: the config, the data and model it builds, the loss, one step (eager or captured in a CUDA graph,
+``ufpa.runtime``), checkpoints, and the loop as timm's reads (``setup``, ``train_one_epoch``, ``evaluate_run``, a
+checkpoint per epoch, the record at the end). Metrics are ``ufpa.evaluate``'s; reading a finished run back (notebook
+05) is ``ufpa.runs``'s. Everything a run depends on is a function of the config and the seed:
 model init from ``seed``, data order from (seed, epoch), augmentation from (seed, epoch, index) (``CocoKeypoints``).
 So a run killed at any point and resumed from its last epoch checkpoint ends bit for bit where an uninterrupted run
 ends (on CPU; the tests kill one with SIGKILL).
@@ -23,13 +25,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import records
-from .codecs import COCO_FLIP_PAIRS, create_codec, list_codecs
-from .data.coco import Augment, CocoKeypoints, apply_transform, invert_transform
+from .audit import audit
+from .codecs import create_codec, list_codecs
+from .data.coco import Augment, CocoKeypoints, split_paths
+from .evaluate import evaluate_model
 from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, model_cost, run_size
+from .runtime import Runtime, TrainingError, capture, runtime
 
 
 @dataclass
@@ -84,22 +88,6 @@ class TrainConfig:
 # by ``_semantic`` unless it is 1).
 EXECUTION_FIELDS = ("device", "threads", "workers", "out", "reports", "progress")
 
-# How far a CPU run's numbers may move on another CPU type or torch build. On the same CPU type and torch build a run
-# repeats bit for bit; elsewhere torch and oneDNN dispatch other kernels (AVX-512, AVX2, scalar), which round
-# differently, and training amplifies the difference. Per metric: ("rel", r) allows |a - b| <= r * max(|a|, |b|),
-# ("abs", d) allows |a - b| <= d, ("epe", f) allows |a - b| <= f * the run's mean end-point error (biases). Set at
-# about twice the largest spread measured on notebook 05's smoke run under AVX-512, AVX2 and scalar kernels (loss
-# 0.1 %, mean end-point error 3.7 %, median 5.7 %, flip consistency 1.5 %, biases 1 px of a 42 px error);
-# tests/test_reproducibility.py keeps it true.
-CROSS_CPU_TOLERANCE = {"loss": ("rel", 0.01), "AP": ("abs", 0.02), "AR": ("abs", 0.02), "epe_mean": ("rel", 0.08),
-                       "epe_median": ("rel", 0.12), "flip_consistency_px": ("rel", 0.06), "bias_x": ("epe", 0.06),
-                       "bias_y": ("epe", 0.06)}
-
-
-class TrainingError(RuntimeError):
-    """A run stopped for a reason the message names (non-finite loss, out of memory)."""
-
-
 # --- config ---------------------------------------------------------------------------------------------------------
 
 def effective_input_size(cfg: TrainConfig) -> tuple[int, int]:
@@ -130,8 +118,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0, f"weight_decay={cfg.weight_decay}: must be >= 0")
     need(math.isfinite(cfg.sigma) and cfg.sigma >= 0, f"sigma={cfg.sigma}: must be >= 0 (0: codec default)")
     need(math.isfinite(cfg.fg_weight) and cfg.fg_weight >= 0, f"fg_weight={cfg.fg_weight}: must be >= 0")
-    need(cfg.optimizer in ("adamw", "adam", "sgd"), f"optimizer={cfg.optimizer!r}: choose adamw, adam or sgd")
-    need(cfg.schedule in ("cosine", "step", "constant"), f"schedule={cfg.schedule!r}: choose cosine, step, constant")
+    need(cfg.optimizer in OPTIMIZERS, f"optimizer={cfg.optimizer!r}: choose one of {OPTIMIZERS}")
+    need(cfg.schedule in SCHEDULES, f"schedule={cfg.schedule!r}: choose one of {SCHEDULES}")
     for name in ("flip", "half_body"):
         need(0 <= getattr(cfg, name) <= 1, f"{name}={getattr(cfg, name)}: a probability in [0, 1]")
     need(0 <= cfg.scale < 1, f"scale={cfg.scale}: must be in [0, 1)")
@@ -186,29 +174,6 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
 
 
 # --- data and model ---------------------------------------------------------------------------------------------------
-
-def split_paths(root: Path, split: str) -> tuple[Path, Path]:
-    """(annotation file, image folder) of ``split`` in a dataset folder, in SynthPose's layout
-    (``annotations/person_keypoints_<split>.json``, ``images/<split>/``) or COCO 2017's as it is unpacked
-    (``annotations/person_keypoints_<split>2017.json``, ``<split>2017/``; ``split='train'`` finds both)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no dataset at {root}: make SynthPose there with `python -m ufpa synth --out {root} "
-                                "--difficulty easy` (or run a profile's sweep, which makes its own), or set data= to "
-                                "a COCO 2017 folder (annotations/person_keypoints_train2017.json, train2017/, ...)")
-    looked = []
-    for name in dict.fromkeys((split, f"{split}2017")):  # 'train2017' asked as is: once
-        ann = root / "annotations" / f"person_keypoints_{name}.json"
-        folders = (root / "images" / name, root / name)
-        looked += [ann, *folders]
-        found = [f for f in folders if f.is_dir()]
-        if ann.is_file() and found:
-            return ann, found[0]
-    paths = ", ".join(str(p.relative_to(root)) for p in looked)
-    raise FileNotFoundError(f"{root} has no split {split!r}: a split needs its annotation file and its image folder, "
-                            f"and neither layout is complete (looked for {paths})")
-
-
 
 def data_fingerprint(cfg: TrainConfig) -> str:
     """What a run trained and was evaluated on, in 16 hex digits: the bytes of both splits' annotation files and the
@@ -339,6 +304,10 @@ def _convert_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
 
 # --- the schedule ----------------------------------------------------------------------------------------------------
 
+OPTIMIZERS = ("adamw", "adam", "sgd")  # what _optimizer builds
+SCHEDULES = ("cosine", "step", "constant")  # what learning_rate follows
+
+
 def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -372,18 +341,16 @@ TENSOR_KEYS = ("image", "target", "target_weight", "offset_weight")
 
 
 class Step:
-    """Forward, loss, backward and optimizer step on one batch; ``graph=True`` captures all of it in a CUDA graph
-    (static input buffers, capturable optimizer), replayed with one launch per step."""
+    """Forward, loss, backward and optimizer step on one batch; under a runtime with ``cuda_graph`` all of it is
+    captured in one CUDA graph (static input buffers, capturable optimizer), replayed with one launch per step."""
 
-    def __init__(self, model, optimizer, k: int, device, bf16: bool, channels_last: bool, graph: bool,
-                 fg_weight: float = 0.0):
-        self.model, self.optimizer, self.k, self.device, self.fg_weight = model, optimizer, k, device, fg_weight
-        self.bf16, self.channels_last, self.graph = bf16, channels_last, graph
+    def __init__(self, model, optimizer, k: int, rt: Runtime, fg_weight: float = 0.0):
+        self.model, self.optimizer, self.k, self.rt, self.fg_weight = model, optimizer, k, rt, fg_weight
         self.static, self.cuda_graph, self.loss = None, None, None
 
     def _run(self, batch):
-        self.optimizer.zero_grad(set_to_none=not self.graph)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=not self.graph):
+        self.optimizer.zero_grad(set_to_none=not self.rt.cuda_graph)
+        with self.rt.autocast(capturing=self.rt.cuda_graph):
             output = self.model(batch["image"])
         loss = pose_loss(output, batch, self.k, self.fg_weight)
         loss.backward()
@@ -394,40 +361,19 @@ class Step:
         out = {}
         for key in TENSOR_KEYS:
             if key in batch:
-                t = batch[key].to(self.device, non_blocking=True)
-                if key == "image" and self.channels_last:
+                t = batch[key].to(self.rt.device, non_blocking=True)
+                if key == "image" and self.rt.channels_last:
                     t = t.contiguous(memory_format=torch.channels_last)
                 out[key] = t
         return out
 
-    def _capture(self, batch):
-        # Warm up on a side stream (the optimizer's state is created there), then put model and optimizer back as
-        # they were, so graphed and eager runs make the same updates from the same start.
-        model_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-        self.static = {k: v.clone() for k, v in batch.items()}
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(3):
-                self._run(self.static)
-        torch.cuda.current_stream().wait_stream(stream)
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                v.copy_(model_state[k])
-            for state in self.optimizer.state.values():
-                for v in state.values():
-                    if isinstance(v, torch.Tensor):
-                        v.zero_()  # fresh moments and step counts, as before the first step
-        self.cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.cuda_graph):
-            self.loss = self._run(self.static)
-
     def __call__(self, batch) -> torch.Tensor:
         batch = self._to_device(batch)
-        if not self.graph:
+        if not self.rt.cuda_graph:
             return self._run(batch)
         if self.cuda_graph is None:
-            self._capture(batch)
+            self.static = {k: v.clone() for k, v in batch.items()}
+            self.cuda_graph, self.loss = capture(lambda: self._run(self.static), self.model, self.optimizer)
         for key, value in batch.items():
             self.static[key].copy_(value)
         self.cuda_graph.replay()
@@ -492,11 +438,22 @@ def load_checkpoint(path: Path, cfg: TrainConfig | None = None) -> dict:
     return state
 
 
-# --- the loop -------------------------------------------------------------------------------------------------------
+# --- the loop: setup, train_one_epoch, evaluate_run, checkpoint --------------------------------------------------
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) the run ``cfg`` describes, evaluate it, write its record; returns the run directory."""
-    cfg = validate(cfg)
+@dataclass(frozen=True)
+class Setup:
+    """Where a run executes: its process in a torchrun group (rank 0 of 1 alone) and its runtime on its device."""
+    rank: int
+    world: int
+    rt: Runtime
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def setup(cfg: TrainConfig) -> Setup:
+    """The process group under torchrun (nccl on CUDA, gloo on CPU), the device, CPU threads and the runtime."""
     rank, world, local_rank = _dist_env()
     distributed = world > 1
     if distributed and not torch.distributed.is_initialized():
@@ -511,123 +468,148 @@ def train(cfg: TrainConfig) -> Path:
                          f"{world}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    cuda = device.type == "cuda"
-    bf16 = cuda if cfg.bf16 is None else cfg.bf16
-    channels_last = cuda if cfg.channels_last is None else cfg.channels_last
-    graph = (cuda and not distributed and not cfg.compile) if cfg.cuda_graph is None else cfg.cuda_graph
-    if graph and not cuda:
-        raise ValueError("cuda_graph=True needs a CUDA device; use cuda_graph=False (or None) on CPU")
-    if graph and distributed:
-        raise ValueError("cuda_graph=True is for one process; under torchrun use cuda_graph=False")
+    return Setup(rank, world, runtime(cfg, device, distributed))
 
-    rid = run_id(cfg)
+
+def prepare_model(cfg: TrainConfig, model, s: Setup):
+    """(the model whose weights are saved, the module a step calls, its optimizer): batch norm over all processes,
+    channels_last, a capturable optimizer for a CUDA graph, torch.compile and DDP as the config and setup ask."""
+    if s.distributed:
+        model = _convert_batchnorm(model) if s.rt.device.type == "cpu" else \
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if s.rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = _optimizer(cfg, model, capturable=s.rt.cuda_graph)
+    net = torch.compile(model) if cfg.compile else model
+    if s.distributed:
+        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[s.rt.device.index]
+                                                        if s.rt.device.type == "cuda" else None)
+    return model, net, optimizer
+
+
+def train_loader(cfg: TrainConfig, dataset, s: Setup):
+    """The training loader and its sampler (this process's share of each epoch, in the order (seed, epoch) gives)."""
+    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=s.world, rank=s.rank, shuffle=True,
+                                                  seed=cfg.seed, drop_last=True)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size // s.world, sampler=sampler,
+                                         num_workers=cfg.workers, drop_last=True,
+                                         pin_memory=s.rt.device.type == "cuda")
+    if len(loader) == 0:
+        raise ValueError(f"no full batch of {cfg.batch_size} in {len(dataset)} instances: lower batch_size")
+    return loader, sampler
+
+
+def resume(path: Path, cfg: TrainConfig, model, optimizer, fingerprints: dict) -> tuple[int, list, float]:
+    """(first epoch to train, learning curve so far, seconds so far): from the checkpoint at ``path`` if there is one
+    (weights, optimizer and RNG restored; refused if data or code changed), else from the start."""
+    if not path.is_file():
+        return 0, [], 0.0
+    state = load_checkpoint(path, cfg)
+    check_resume(state, path, fingerprints["data_fingerprint"], fingerprints["code_fingerprint"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # same config hash, other weights: a file copied in from elsewhere
+        raise ValueError(f"{path} holds weights of another model than {cfg.model} ({cfg.alignment}): "
+                         f"{str(err)[:200]}; delete {path.parent} to start over") from err
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state["epoch"], state["history"], state["elapsed_s"]
+
+
+def train_one_epoch(cfg: TrainConfig, s: Setup, step_fn: Step, loader, sampler, epoch: int, checkpoint: Path) -> dict:
+    """One pass over this process's share of the training set; returns the epoch's learning-curve entry (mean loss
+    over all processes, learning rate, img/s, seconds). A non-finite loss stops the run, naming the last good
+    ``checkpoint``."""
+    if cfg.progress:
+        from tqdm.auto import tqdm  # a notebook bar in Jupyter, a terminal bar elsewhere
+    else:
+        from tqdm import tqdm
+    cuda = s.rt.device.type == "cuda"
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * cfg.epochs
+    loader.dataset.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    step_fn.model.train()
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=s.rt.device)
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or s.rank != 0,
+               leave=False, mininterval=1.0)
+    for i, batch in enumerate(bar):
+        step = epoch * steps_per_epoch + i
+        _set_lr(step_fn.optimizer, learning_rate(cfg, step, total_steps))
+        try:
+            loss = step_fn(batch)
+        except torch.cuda.OutOfMemoryError as err:
+            raise TrainingError(f"CUDA ran out of memory at batch_size={cfg.batch_size}: try "
+                                f"batch_size={max(cfg.batch_size // 2, 1)}") from err
+        loss_sum += loss
+        if not cuda or i % 50 == 49 or i == steps_per_epoch - 1:  # on CUDA, sync only now and then
+            if not torch.isfinite(loss_sum):
+                last = f"{checkpoint} (end of epoch {epoch})" if checkpoint.is_file() else "none (no epoch finished)"
+                raise TrainingError(f"loss became {loss_sum.item()} by step {step} (epoch {epoch + 1}); last "
+                                    f"good checkpoint: {last}; lower lr={cfg.lr} or check the data")
+            if cfg.progress and s.rank == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3g}",
+                                img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    loss_mean = loss_sum.item() / steps_per_epoch
+    if s.distributed:
+        t = torch.tensor([loss_mean], device=s.rt.device)
+        torch.distributed.all_reduce(t)
+        loss_mean = t.item() / s.world
+    return {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": loss_mean,
+            "lr": learning_rate(cfg, (epoch + 1) * steps_per_epoch - 1, total_steps),
+            "images_per_s": steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
+
+
+def evaluate_run(cfg: TrainConfig, model, codec, dataset, rt: Runtime, flip_test: bool,
+                 consistency: bool = True) -> dict:
+    """``evaluate.evaluate_model`` on the run's val split (scored against that split's annotation file)."""
+    annotations = split_paths(Path(cfg.data), cfg.val_split)[0]
+    return evaluate_model(model, codec, dataset, annotations, rt.device, flip_test, rt.channels_last, consistency)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) the run ``cfg`` describes, evaluate it, write its record; returns the run directory."""
+    cfg = validate(cfg)
+    s = setup(cfg)
     directory = run_dir(cfg)
     ckpt_path = directory / "checkpoint.pt"
-    if rank == 0:
+    if s.rank == 0:
         prepare_output(cfg, directory)
     if (directory / DONE).is_file() and record_path(cfg).is_file():
         if ckpt_path.is_file():
             load_checkpoint(ckpt_path, cfg)  # a checkpoint of another config is refused, finished or not
         return directory  # finished here: its record stands (delete runs/<run_id> to train it again)
     torch.manual_seed(cfg.seed)
-    model, codec, train_ds, val_ds = build(cfg, device)
-    k = model.num_keypoints
-    if distributed:
-        model = _convert_batchnorm(model) if device.type == "cpu" else \
-            torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = _optimizer(cfg, model, capturable=graph)
-    net = model
-    if cfg.compile:
-        net = torch.compile(net)
-    if distributed:
-        net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
-
-    sampler = torch.utils.data.DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=cfg.seed, drop_last=True)
-    loader = torch.utils.data.DataLoader(train_ds, batch_size=cfg.batch_size // world, sampler=sampler,
-                                         num_workers=cfg.workers, drop_last=True, pin_memory=cuda)
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"no full batch of {cfg.batch_size} in {len(train_ds)} instances: lower batch_size")
-    total_steps = steps_per_epoch * cfg.epochs
-
-    start_epoch, history, elapsed = 0, [], 0.0
+    model, codec, train_ds, val_ds = build(cfg, s.rt.device)
+    model, net, optimizer = prepare_model(cfg, model, s)
+    loader, sampler = train_loader(cfg, train_ds, s)
     fingerprints = {"data_fingerprint": data_fingerprint(cfg), "code_fingerprint": code_fingerprint(),
                     "git_commit": records.provenance()["git_commit"]}
-    if ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, cfg)
-        check_resume(state, ckpt_path, fingerprints["data_fingerprint"], fingerprints["code_fingerprint"])
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as err:  # same config hash, other weights: a file copied in from elsewhere
-            raise ValueError(f"{ckpt_path} holds weights of another model than {cfg.model} ({cfg.alignment}): "
-                             f"{str(err)[:200]}; delete {directory} to start over") from err
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        start_epoch, history, elapsed = state["epoch"], state["history"], state["elapsed_s"]
-    step_fn = Step(net, optimizer, k, device, bf16, channels_last, graph, cfg.fg_weight)
+    start_epoch, history, elapsed = resume(ckpt_path, cfg, model, optimizer, fingerprints)
+    step_fn = Step(net, optimizer, model.num_keypoints, s.rt, cfg.fg_weight)
 
-    if cfg.progress:
-        from tqdm.auto import tqdm  # a notebook bar in Jupyter, a terminal bar elsewhere
-    else:
-        from tqdm import tqdm
-
-    log_path = directory / "log.jsonl"
     for epoch in range(start_epoch, cfg.epochs):
-        train_ds.set_epoch(epoch)
-        sampler.set_epoch(epoch)
-        net.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress or rank != 0,
-                   leave=False, mininterval=1.0)
-        for i, batch in enumerate(bar):
-            step = epoch * steps_per_epoch + i
-            _set_lr(optimizer, learning_rate(cfg, step, total_steps))
-            try:
-                loss = step_fn(batch)
-            except torch.cuda.OutOfMemoryError as err:
-                raise TrainingError(f"CUDA ran out of memory at batch_size={cfg.batch_size}: try "
-                                    f"batch_size={max(cfg.batch_size // 2, 1)}") from err
-            loss_sum += loss
-            if not cuda or i % 50 == 49 or i == steps_per_epoch - 1:  # on CUDA, sync only now and then
-                if not torch.isfinite(loss_sum):
-                    last = f"{ckpt_path} (end of epoch {start_epoch if not history else history[-1]['epoch']})" \
-                        if ckpt_path.is_file() else "none (no epoch finished)"
-                    raise TrainingError(f"loss became {loss_sum.item()} by step {step} (epoch {epoch + 1}); last "
-                                        f"good checkpoint: {last}; lower lr={cfg.lr} or check the data")
-                if cfg.progress and rank == 0:
-                    bar.set_postfix(loss=f"{loss_sum.item() / (i + 1):.3g}",
-                                    img_s=f"{(i + 1) * cfg.batch_size / (time.perf_counter() - t0):.0f}")
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-        elapsed += seconds
-        loss_mean = loss_sum.item() / steps_per_epoch
-        if distributed:
-            t = torch.tensor([loss_mean], device=device)
-            torch.distributed.all_reduce(t)
-            loss_mean = t.item() / world
-        entry = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "loss": loss_mean,
-                 "lr": learning_rate(cfg, (epoch + 1) * steps_per_epoch - 1, total_steps),
-                 "images_per_s": steps_per_epoch * cfg.batch_size / seconds, "seconds": seconds}
-        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs and rank == 0:
-            quick = evaluate(model, codec, val_ds, cfg, device, flip_test=False, consistency=False)
+        entry = train_one_epoch(cfg, s, step_fn, loader, sampler, epoch, ckpt_path)
+        elapsed += entry["seconds"]
+        if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and epoch + 1 < cfg.epochs and s.rank == 0:
+            quick = evaluate_run(cfg, model, codec, val_ds, s.rt, flip_test=False, consistency=False)
             entry.update(val_AP=quick["AP"], val_epe_mean=quick["epe_mean"])
         history.append(entry)
-        if rank == 0:
+        if s.rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                         "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
                                         "elapsed_s": elapsed, "config": _semantic(cfg), **fingerprints})
-            _append_jsonl(log_path, entry)
-        if distributed:
+            _append_jsonl(directory / "log.jsonl", entry)
+        if s.distributed:
             torch.distributed.barrier()
 
-    if rank == 0:
-        _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory, fingerprints)
-    if distributed:
+    if s.rank == 0:
+        finish(cfg, model, codec, train_ds, val_ds, s.rt, history, elapsed, directory, fingerprints)
+    if s.distributed:
         torch.distributed.barrier()
     return directory
 
@@ -638,11 +620,13 @@ def _append_jsonl(path: Path, entry: dict):
         fh.write(json.dumps(records._clean(entry)) + "\n")
 
 
-def _finish(cfg, model, codec, train_ds, val_ds, device, history, elapsed, rid, directory, fingerprints):
-    results = {"run_id": rid, "data_fingerprint": fingerprints["data_fingerprint"],
+def finish(cfg, model, codec, train_ds, val_ds, rt: Runtime, history, elapsed, directory, fingerprints):
+    """The final evaluation (without and with flip test), the results record and its COCO results file, then the
+    ``DONE`` marker (written last: a run killed before it is not finished)."""
+    results = {"run_id": run_id(cfg), "data_fingerprint": fingerprints["data_fingerprint"],
                "code_fingerprint": fingerprints["code_fingerprint"]}
     for flip in (False, True):
-        metrics = evaluate(model, codec, val_ds, cfg, device, flip_test=flip)
+        metrics = evaluate_run(cfg, model, codec, val_ds, rt, flip_test=flip)
         coco = metrics.pop("coco_results")
         results["flip" if flip else "no_flip"] = metrics
         if flip:  # the record names the results file's hash: a record and a results file of two runs never pair
@@ -677,146 +661,11 @@ def misalignment_summary(cfg: TrainConfig) -> dict:
     """The audit of this run's network at its input size, in one line: how far fused features sit from each other
     (input px), so every record says how misaligned the model it measured was. A fresh copy is traced: the trained
     one may carry DDP's batch norm or channels_last."""
-    from .audit import audit
-
     size = effective_input_size(cfg)
     table = audit(create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size), size)
     return {"fusions": int(table["node"].nunique()), "max_abs_px": float(table["max_abs_px"].max()),
             "mean_abs_px": float(table["mean_abs_px"].mean()),
             "border_max_abs_px": float(table["border_max_abs_px"].max())}
-
-
-# --- evaluation ------------------------------------------------------------------------------------------------------
-
-@torch.no_grad()
-def predict(model, codec, dataset, device, flip_test: bool, batch_size: int = 64, channels_last: bool = False,
-            mirrored: bool = True):
-    """For every instance of ``dataset``, in original-image pixels: ``keypoints`` (N, K, 2) and ``scores`` (N, K)
-    (with flip test: from the average of the output and the flipped-back output of the mirrored crop), ``direct``
-    (the crop alone) and ``mirrored`` (the mirrored crop alone, flipped back; if asked), for flip consistency."""
-    model.eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
-    fused_kps, direct, mirror, scores, matrices = [], [], [], [], []
-    with_mirror = mirrored or flip_test
-    for batch in loader:
-        x = batch["image"].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x).float().cpu().numpy()
-        back = codec.flip_back(model(x.flip(-1)).float().cpu().numpy(), COCO_FLIP_PAIRS) if with_mirror else None
-        fused = (out + back) / 2 if flip_test else out
-        kps, sc = codec.decode(fused)
-        if not np.isfinite(kps).all():
-            raise TrainingError("the model's output decodes to non-finite keypoints (a diverged model); no results "
-                                "are written")
-        fused_kps.append(kps)
-        scores.append(sc)
-        direct.append(codec.decode(out)[0] if flip_test else kps)
-        if mirrored:
-            mirror.append(codec.decode(back)[0])
-        matrices.append(batch["matrix"].double().numpy())
-    to_image = [invert_transform(m) for m in np.concatenate(matrices)]
-
-    def image_space(points):
-        return np.stack([apply_transform(m, p) for m, p in zip(to_image, np.concatenate(points))])
-    out = {"keypoints": image_space(fused_kps), "scores": np.concatenate(scores), "direct": image_space(direct)}
-    if mirrored:
-        out["mirrored"] = image_space(mirror)
-    return out
-
-
-def evaluate(model, codec, dataset, cfg: TrainConfig, device, flip_test: bool, consistency: bool = True) -> dict:
-    """COCO AP (pycocotools, ground-truth boxes) and exact-ground-truth metrics in original-image pixels; flip
-    consistency too unless ``consistency=False`` (the quick evaluations of the learning curve)."""
-    from .evaluate import coco_keypoint_ap, exact_metrics, flip_consistency, to_coco_results
-
-    channels_last = device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
-    pred = predict(model, codec, dataset, device, flip_test, channels_last=channels_last, mirrored=consistency)
-    keypoints = pred["keypoints"]
-    insts = dataset.instances
-    gt = np.stack([i.keypoints for i in insts])
-    visible = np.stack([i.visible for i in insts])
-    boxes = np.array([max(i.box[2], i.box[3]) for i in insts])
-    coco = to_coco_results([i.image_id for i in insts], keypoints, pred["scores"])
-    ann = split_paths(Path(cfg.data), cfg.val_split)[0]
-    doc = json.loads(ann.read_text())
-    ids = {i.image_id for i in insts}
-    doc["images"] = [im for im in doc["images"] if im["id"] in ids]  # a val_limit subset is scored on its images
-    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in ids]
-    metrics = coco_keypoint_ap(doc, coco)
-    metrics.update(exact_metrics(keypoints, gt, visible, boxes))
-    if consistency:
-        metrics["flip_consistency_px"] = flip_consistency(pred["direct"], pred["mirrored"], visible)
-    metrics["flip_test"] = flip_test
-    metrics["coco_results"] = coco
-    return metrics
-
-
-def load_run(record: str | os.PathLike):
-    """(config, record) of a finished run from its record path."""
-    rec = records.read_record(record, "train_run")
-    cfg = TrainConfig(**{f.name: rec["config"][f.name] for f in dataclasses.fields(TrainConfig)
-                         if f.name in rec["config"]})
-    cfg.input_size = tuple(cfg.input_size)
-    for name in PATH_FIELDS:
-        if getattr(cfg, name):
-            setattr(cfg, name, str(records.from_repo(getattr(cfg, name))))
-    return cfg, rec
-
-
-# --- notebooks -------------------------------------------------------------------------------------------------------
-
-NOTEBOOK_EXTRA_PARAMETERS = ("synth", "compare_with", "show")  # notebook 05's parameters beyond TrainConfig
-# Notebook 05's own defaults where they differ from the CLI's (TrainConfig's): a smoke run, seconds on a CPU.
-NOTEBOOK_SMOKE = {"data": "data/synthpose-notebook", "epochs": 2, "warmup_steps": 10, "eval_every": 1,
-                  "progress": False}
-_NOTEBOOK_EXTRAS = """\
-# SynthPose to generate at `data` if it is missing (a SynthPose folder of other settings is refused; other
-# datasets are left alone)
-synth = {"difficulty": "easy", "train": 160, "val": 32, "seed": 0}
-# other runs of the same config to compare predictions with (alignment names; shown when they have been trained)
-compare_with = ["baseline", "ufpa", "ufpa_any"]
-show = 3  # val crops to draw"""
-
-
-def _literal(value) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def parameters_cell() -> str:
-    """Notebook 05's parameters cell, generated from ``TrainConfig`` (its defaults and field comments) and
-    ``NOTEBOOK_SMOKE``: the notebook and the CLI cannot disagree on a default (a test compares the two)."""
-    from . import config
-
-    comments = config.field_comments(TrainConfig)
-    lines = ["# papermill parameters (literals only): every ufpa.train.TrainConfig field (train.parameters_cell writes",
-             "# this cell from it), then what this notebook shows. Relative paths are taken from the repository root.",
-             "# Every default is the CLI's (`python -m ufpa train --help`) but those marked smoke: a run of seconds."]
-    for f in dataclasses.fields(TrainConfig):
-        value = NOTEBOOK_SMOKE.get(f.name, f.default)
-        note = comments.get(f.name, "")
-        if f.name in NOTEBOOK_SMOKE:
-            note = f"smoke (CLI default {_literal(f.default)}); {note}"
-        lines.append(f"{f.name} = {_literal(value)}  # {note}")
-    return "\n".join(lines) + "\n" + _NOTEBOOK_EXTRAS
-
-
-def write_parameters_cell(path) -> bool:
-    """Rewrite notebook 05's parameters cell from ``parameters_cell()``; returns whether it changed."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
-    new = parameters_cell()
-    if cell.source == new:
-        return False
-    cell.source = new
-    records.atomic_write_text(path, nbformat.writes(nb))
-    return True
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
@@ -830,137 +679,3 @@ def resolve_paths(cfg: TrainConfig) -> TrainConfig:
             base = Path(scratch) if scratch and name == "out" else records.REPO_ROOT
             changes[name] = str(base / value)
     return dataclasses.replace(cfg, **changes)
-
-
-def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
-    """The TrainConfig of notebook 05's parameters (every field is a parameter there), checked and with relative
-    paths taken from the repository root; generates the SynthPose dataset ``synth`` describes if ``data`` is missing.
-    """
-    from . import config
-
-    config.check_known_parameters(namespace, [f.name for f in dataclasses.fields(TrainConfig)]
-                                  + list(NOTEBOOK_EXTRA_PARAMETERS))
-    cfg = config.replace(TrainConfig(), {f.name: namespace[f.name] for f in dataclasses.fields(TrainConfig)
-                                         if f.name in namespace})
-    cfg = resolve_paths(cfg)
-    validate(cfg)
-    if synth:
-        from .data import synthetic
-
-        synthetic.ensure(cfg.data, **synth)
-    return cfg
-
-
-def load_model(cfg: TrainConfig, device="cpu"):
-    """The trained model of a run (from its last checkpoint) and its codec."""
-    path = run_dir(cfg) / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint for run {run_id(cfg)} at {path}; train it first")
-    model, codec, _, _ = build(cfg, datasets=False)
-    model.load_state_dict(load_checkpoint(path, cfg)["model"])
-    return model.to(device).eval(), codec
-
-
-def sample_predictions(cfg: TrainConfig, count: int = 4) -> dict:
-    """The first ``count`` val crops (RGB uint8), their ground truth and this run's predictions (crop pixels), and
-    its output heatmaps (N, K, h, w)."""
-    from .data.coco import MEAN, STD
-
-    model, codec = load_model(cfg)
-    _, _, _, val_ds = build(cfg)
-    items = [val_ds[i] for i in range(min(count, len(val_ds)))]
-    x = torch.from_numpy(np.stack([it["image"] for it in items]))
-    with torch.no_grad():
-        out = model(x).float().numpy()
-    kps, scores = codec.decode(out)
-    crops = np.clip(np.stack([it["image"].transpose(1, 2, 0) for it in items]) * STD + MEAN, 0, 255).astype(np.uint8)
-    return {"crops": crops, "ground_truth": np.stack([it["keypoints"] for it in items]),
-            "visible": np.stack([it["visible"] for it in items]), "predicted": kps, "scores": scores,
-            "heatmaps": out[:, :model.num_keypoints]}
-
-
-def sibling(cfg: TrainConfig, **changes) -> TrainConfig:
-    """The same run with some fields changed (e.g. ``alignment='baseline'``), to compare against."""
-    return dataclasses.replace(cfg, **changes)
-
-
-def trained_siblings(cfg: TrainConfig, alignments, count: int) -> dict:
-    """Predictions of the same config under other alignment variants that have a checkpoint (label -> samples)."""
-    out = {}
-    for alignment in alignments:
-        other = sibling(cfg, alignment=alignment)
-        if alignment == cfg.alignment or effective_input_size(other) != effective_input_size(cfg):
-            continue  # another input size means other crops: not comparable picture by picture
-        if (run_dir(other) / "checkpoint.pt").is_file():
-            out[alignment] = sample_predictions(other, count)
-    return out
-
-
-METRIC_COLUMNS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_mean": "EPE px",
-                  "epe_median": "EPE median px", "pck@0.1": "PCK@0.1", "flip_consistency_px": "flip consistency px"}
-
-
-def metrics_table(record: dict):
-    """One row per evaluation (flip test off / on) of a run record: AP, end-point error, |bias|, PCK."""
-    import pandas as pd
-
-    rows = []
-    for name in ("no_flip", "flip"):
-        m = record["results"][name]
-        row = {"flip test": name == "flip"}
-        row.update({label: m[key] for key, label in METRIC_COLUMNS.items()})
-        row["|bias| px"] = math.hypot(m["bias_x"], m["bias_y"])
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("flip test").round(3)
-
-
-def run_summary(record: dict) -> str:
-    r = record["results"]
-    curve = r["learning_curve"]
-    flip, plain = r["flip"], r["no_flip"]
-    size = "x".join(map(str, r["input_size"]))
-    return (f"{record['config']['model']} ({record['config']['alignment']}) at {size}: training loss "
-            f"{curve[0]['loss']:.4g} -> {curve[-1]['loss']:.4g} over {len(curve)} epochs; val AP "
-            f"{plain['AP']:.3f} without and {flip['AP']:.3f} with flip test; end-point error {flip['epe_mean']:.2f} px "
-            f"(median {flip['epe_median']:.2f}), bias ({flip['bias_x']:+.2f}, {flip['bias_y']:+.2f}) px, flip "
-            f"consistency {flip['flip_consistency_px']:.2f} px.")
-
-
-def run_checks(record: dict, cfg: TrainConfig) -> str:
-    """What a run's notebook can assert on any machine: the record is this config's, every metric is finite and the
-    training loss fell. The numbers themselves move with the CPU's kernels (see ``CROSS_CPU_TOLERANCE``), so the
-    notebook shows them but nbval does not compare them digit for digit."""
-    if record["results"]["run_id"] != run_id(cfg):
-        raise ValueError(f"record {record['results']['run_id']} is not of this config ({run_id(cfg)})")
-    for name in ("flip", "no_flip"):
-        bad = [k for k, v in record["results"][name].items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"{name} metrics {bad} are not finite")
-    curve = record["results"]["learning_curve"]
-    checked = f"checked: the record is this run's ({run_id(cfg)}) and its metrics are finite"
-    if len(curve) < 2:  # one epoch has no curve to read
-        return checked + "; one epoch: no learning curve to check"
-    if not curve[-1]["loss"] < curve[0]["loss"]:
-        raise ValueError(f"the training loss did not fall ({curve[0]['loss']:.4g} -> {curve[-1]['loss']:.4g}): check "
-                         "the learning rate and the data before reading the metrics")
-    return checked + f", and the training loss fell over {len(curve)} epochs"
-
-
-def cross_cpu_differences(a: dict, b: dict) -> list[str]:
-    """The numbers of two records of one config that differ by more than ``CROSS_CPU_TOLERANCE`` (empty: within)."""
-    ra, rb = a["results"], b["results"]
-    if ra["run_id"] != rb["run_id"]:
-        raise ValueError(f"records of two configs ({ra['run_id']}, {rb['run_id']}) are not runs to compare")
-    pairs = [(f"loss epoch {x['epoch']}", "loss", x["loss"], y["loss"], None)
-             for x, y in zip(ra["learning_curve"], rb["learning_curve"])]
-    for name in ("no_flip", "flip"):
-        epe = max(ra[name]["epe_mean"], rb[name]["epe_mean"])
-        pairs += [(f"{name} {key}", key, ra[name][key], rb[name][key], epe)
-                  for key in CROSS_CPU_TOLERANCE if key != "loss"]
-    out = []
-    for label, key, x, y, epe in pairs:
-        kind, amount = CROSS_CPU_TOLERANCE[key]
-        allowed = {"rel": amount * max(abs(x), abs(y)), "abs": amount, "epe": amount * (epe or 0.0)}[kind]
-        if not abs(x - y) <= allowed:
-            out.append(f"{label}: {x:.6g} vs {y:.6g} (allowed +-{allowed:.3g})")
-    return out

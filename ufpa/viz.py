@@ -18,8 +18,8 @@ MODE_LABELS = {
 }
 MODE_COLORS = {"nearest": "#d62728", "bilinear": "#ff7f0e", "bilinear_corners": "#1f77b4", "aligned": "#2ca02c"}
 _PNG_META = {"Software": None}  # keeps saved PNGs identical across runs
-VARIANT_COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
-                   "ufpa_any": "#d55e00"}  # Okabe-Ito, the same colour per variant in every figure
+ALIGNMENT_COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
+                     "ufpa_any": "#d55e00"}  # Okabe-Ito, the same colour per alignment in every figure
 _LEVEL_COLOURS = {0: "#999999", 1: "#56b4e9", 2: "#e69f00", 3: "#cc79a7"}
 
 
@@ -201,14 +201,14 @@ def _hrnet_unit(module: str) -> str:
 
 
 def fusion_points_plot(points, path=None):
-    """Worst shift of every incoming tensor at every cross-resolution fusion, in network order, one panel per variant.
+    """Worst shift of every incoming tensor at every cross-resolution fusion, in network order, one panel per alignment.
     Filled markers: interior outputs; open markers: border outputs. Zeros are drawn, not left out."""
-    variants = list(dict.fromkeys(points["alignment"]))
-    fig, axes = plt.subplots(len(variants), 1, figsize=(11, 1.45 * len(variants) + 0.8), sharex=True, sharey=True,
+    alignments = list(dict.fromkeys(points["alignment"]))
+    fig, axes = plt.subplots(len(alignments), 1, figsize=(11, 1.45 * len(alignments) + 0.8), sharex=True, sharey=True,
                              constrained_layout=True)
     top = max(float(points[["max_abs_px", "border_max_abs_px"]].max().max()), 1.0)
-    for ax, variant in zip(np.atleast_1d(axes), variants):
-        p = points[points["alignment"] == variant]
+    for ax, alignment in zip(np.atleast_1d(axes), alignments):
+        p = points[points["alignment"] == alignment]
         for level, colour in _LEVEL_COLOURS.items():
             q = p[p["up_levels"] == level]
             label = "strided convs in" if level == 0 else f"upsampled x{2 ** level}"
@@ -219,10 +219,10 @@ def fusion_points_plot(points, path=None):
             ax.axvline(start - 0.5, color="0.85", lw=0.6, zorder=1)
         ax.set_ylim(-0.04 * top, 1.08 * top)
         ax.set_ylabel("|shift| (px)")
-        ax.set_title(f"{variant} at {p['input_size'].iloc[0]}", fontsize=9, loc="left",
-                     color=VARIANT_COLOURS.get(variant, "k"))
+        ax.set_title(f"{alignment} at {p['input_size'].iloc[0]}", fontsize=9, loc="left",
+                     color=ALIGNMENT_COLOURS.get(alignment, "k"))
     last = np.atleast_1d(axes)[-1]
-    p = points[points["alignment"] == variants[0]]
+    p = points[points["alignment"] == alignments[0]]
     starts = p.groupby("module", sort=False)["order"].agg(["min", "max"])
     last.set_xticks([(a + b) / 2 for a, b in starts.values])
     last.set_xticklabels([_hrnet_unit(m) for m in starts.index], rotation=60, fontsize=7, ha="right")
@@ -234,18 +234,18 @@ def fusion_points_plot(points, path=None):
     return fig
 
 
-def shift_map(input_size, level: int = 3, variants=None, path=None):
+def shift_map(input_size, level: int = 3, alignments=None, path=None):
     """|shift| over the image of branch ``level`` upsampled into branch 0 (2-D: both axes), what the ops really read,
-    per variant; 'ufpa' at its 32m+1 size. Each panel spans the image, extent [-1/2, n-1/2] px."""
+    per alignment; 'ufpa' at its 32m+1 size. Each panel spans the image, extent [-1/2, n-1/2] px."""
     from .models import ALIGNMENTS, run_size
     from .models._layers import UPSAMPLE_MODE
 
-    variants = list(variants or ALIGNMENTS)
-    fig, axes = plt.subplots(1, len(variants), figsize=(2.3 * len(variants) + 1, 3.6), constrained_layout=True)
+    alignments = list(alignments or ALIGNMENTS)
+    fig, axes = plt.subplots(1, len(alignments), figsize=(2.3 * len(alignments) + 1, 3.6), constrained_layout=True)
     maps, extents, sizes = [], [], []
-    for variant in variants:
-        size = run_size("hrnet_w32", variant, input_size)  # HRNet's branches: the one size rule
-        per_axis = [geometry.multiscale_fusion_shift(n, level, 0, UPSAMPLE_MODE[variant]) for n in size]
+    for alignment in alignments:
+        size = run_size("hrnet_w32", alignment, input_size)  # HRNet's branches: the one size rule
+        per_axis = [geometry.multiscale_fusion_shift(n, level, 0, UPSAMPLE_MODE[alignment]) for n in size]
         maps.append(np.hypot(per_axis[0].sampled_shift[:, None], per_axis[1].sampled_shift[None, :]))
         target = geometry.downsample_path(2)  # branch 0: each fused sample drawn as the stride-4 cell around it
         (y0, y1), (x0, x1) = [target.positions(len(a.shift))[[0, -1]] for a in per_axis]
@@ -253,12 +253,12 @@ def shift_map(input_size, level: int = 3, variants=None, path=None):
         extents.append([x0 - half, x1 + half, y1 + half, y0 - half])
         sizes.append(size)
     vmax = max(float(m.max()) for m in maps) or 1.0
-    for ax, variant, m, extent, size in zip(axes, variants, maps, extents, sizes):
+    for ax, alignment, m, extent, size in zip(axes, alignments, maps, extents, sizes):
         image = ax.imshow(m, extent=extent, cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
         ax.add_patch(plt.Rectangle((-0.5, -0.5), size[1], size[0], fill=False, ec="#56b4e9", lw=1.0, ls="--"))
         ax.set_xlim(-8, size[1] + 8)
         ax.set_ylim(size[0] + 8, -8)
-        ax.set_title(f"{variant} ({size[0]}x{size[1]})", fontsize=9, color=VARIANT_COLOURS.get(variant, "k"))
+        ax.set_title(f"{alignment} ({size[0]}x{size[1]})", fontsize=9, color=ALIGNMENT_COLOURS.get(alignment, "k"))
         ax.set_xlabel("x (input px)")
     axes[0].set_ylabel("y (input px)")
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="|shift| (input px)")

@@ -1,5 +1,6 @@
 """Top-down COCO keypoint dataset: person boxes to fixed-size crops through the unbiased affine transform, with
-augmentation and targets from a ``ufpa.codecs`` codec. SynthPose and real COCO 2017 load the same way.
+augmentation and targets from a ``ufpa.codecs`` codec. SynthPose and real COCO 2017 load the same way, and
+``split_paths`` knows both folder layouts.
 
 Coordinates follow ``ufpa.geometry`` (pixel i's centre at x = i). A box [x, y, w, h] (edges) has its centre at
 (x + w/2 - 1/2, y + h/2 - 1/2) in that convention; it is padded to the crop's aspect ratio and by ``padding``
@@ -97,6 +98,30 @@ def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 def invert_transform(matrix: np.ndarray) -> np.ndarray:
     full = np.vstack([matrix, [0.0, 0.0, 1.0]])
     return np.linalg.inv(full)[:2]
+
+
+# --- dataset folders ---------------------------------------------------------------------------------------------
+
+def split_paths(root: Path, split: str) -> tuple[Path, Path]:
+    """(annotation file, image folder) of ``split`` in a dataset folder, in SynthPose's layout
+    (``annotations/person_keypoints_<split>.json``, ``images/<split>/``) or COCO 2017's as it is unpacked
+    (``annotations/person_keypoints_<split>2017.json``, ``<split>2017/``; ``split='train'`` finds both)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset at {root}: make SynthPose there with `python -m ufpa synth --out {root} "
+                                "--difficulty easy` (or run a profile's sweep, which makes its own), or set data= to "
+                                "a COCO 2017 folder (annotations/person_keypoints_train2017.json, train2017/, ...)")
+    looked = []
+    for name in dict.fromkeys((split, f"{split}2017")):  # 'train2017' asked as is: once
+        ann = root / "annotations" / f"person_keypoints_{name}.json"
+        folders = (root / "images" / name, root / name)
+        looked += [ann, *folders]
+        found = [f for f in folders if f.is_dir()]
+        if ann.is_file() and found:
+            return ann, found[0]
+    paths = ", ".join(str(p.relative_to(root)) for p in looked)
+    raise FileNotFoundError(f"{root} has no split {split!r}: a split needs its annotation file and its image folder, "
+                            f"and neither layout is complete (looked for {paths})")
 
 
 def _inside_root(root: Path, name: str) -> Path:
