@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study sweep report test venv lint notebooks clean
+.PHONY: study sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -48,6 +48,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 	UFPA_REPORTS_DIR=$$(mktemp -d) $(BIN)/python -m pytest -q -p no:cacheprovider --nbval --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg $(NOTEBOOKS)
+
+# The GPU measurements (at most 8 minutes on one GPU, no network): bench eager and CUDA graph, 3 min of HRNet-W32
+# training; records in reports/gpu_check/results/. Refuses a machine without CUDA.
+gpu-check: $(STAMP)
+	$(BIN)/python -m ufpa gpu-check --out reports/gpu_check
 
 lint: $(STAMP)
 	$(BIN)/ruff check ufpa tests

@@ -44,3 +44,17 @@ def test_profile_names_where_the_time_goes():
     assert [r["variant"] for r in rows] == ["baseline", "ufpa"] and all(len(r["ops"]) == 5 for r in rows)
     assert rows[0]["groups_ms_per_step"]["convolution"] > 0 and rows[0]["groups_ms_per_step"]["padding"] == 0
     assert rows[1]["groups_ms_per_step"]["padding"] > 0  # ufpa pads by replication before its 3x3 convs
+
+
+def test_a_benchmark_process_that_dies_or_hangs_is_named_not_waited_on():
+    """issue 25: a child that crashes or runs past its limit raises at once (a multiprocessing.Pool waited forever)."""
+    import os
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="the probe died in its process"):
+        bench.in_child(os._exit, 3, what="the probe")
+    with pytest.raises(TimeoutError, match="the sleeper ran past its time limit of 1 s"):
+        bench.in_child(time.sleep, 30, time_limit_s=1, what="the sleeper")
+    assert time.perf_counter() - start < 20
+    assert bench.in_child(max, 2, 5) == 5

@@ -139,3 +139,35 @@ def test_only_the_study_profiles_write_into_the_committed_study(monkeypatch, tmp
     assert sweep.record_path(sweep.expand(smoke)[0]).is_relative_to(records.SCRATCH / "smoke")
     monkeypatch.setenv("UFPA_REPORTS_DIR", str(tmp_path))
     assert sweep.reports_folder(cpu) == tmp_path  # the tests' way of keeping the tree clean still wins
+
+
+def test_progress_estimates_from_measured_epochs_and_prior_records(tmp_path):
+    """The sweep's ETA (issue 20): before any epoch, from the records already in its folder; then from the epochs
+    its running runs log; the work left over the jobs, never less than the longest run left."""
+    doc = {"name": "t", "base": {"model": "hrnet_w8_tiny", "epochs": 4, "out": str(tmp_path / "runs")},
+           "grid": {"alignment": ["baseline", "ufpa_any"], "input_size": [[96, 64]], "seed": [0, 1]}}
+    runs = sweep.expand(doc, reports=str(tmp_path / "reports"))
+    clock = [1000.0]
+    progress = sweep.Progress(runs, jobs=2, clock=lambda: clock[0])
+    assert progress.seconds_left() is None and "no measured run time yet" in progress.start_line()
+    config = {"model": "hrnet_w8_tiny", "alignment": "baseline", "head": "udp", "codec": "udp",
+              "input_size": [96, 64], "seed": 0, "epochs": 2, "data": "data/x"}
+    results = {"run_id": "r", "flip": {}, "no_flip": {}, "learning_curve": [], "params": 1, "gflops": 1.0,
+               "input_size": [96, 64], "wall_s": 10.0, "images_per_s": 1.0}  # 10 s for 2 epochs of 96x64
+    records.write_record(tmp_path / "reports" / "results" / "runs" / "r.json", "train_run", config, results, 0)
+    progress = sweep.Progress(runs, jobs=2, clock=lambda: clock[0])
+    per_run = 10.0 * sweep.OVERHEAD * 4 / 2
+    assert progress.seconds_left() == pytest.approx(4 * per_run / 2)
+    assert "4 of 4 runs to train" in progress.start_line() and "from 1 record in" in progress.start_line()
+    # run 0 logs 3 of its 4 epochs, at 1 s each: measured rates replace the prior
+    progress.started(0)
+    log = sweep.run_dir(sweep.resolve_paths(runs[0])) / "log.jsonl"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(json.dumps({"epoch": e, "seconds": 1.0}) + "\n" for e in (1, 2, 3, 3)))
+    assert [e["epoch"] for e in progress.epochs_logged(0)] == [1, 2, 3]  # a redone epoch counts once
+    epoch = sweep.OVERHEAD
+    assert progress.seconds_left() == pytest.approx(max((1 + 3 * 4) * epoch / 2, 4 * epoch))
+    assert "baseline 96x64 s0 epoch 3/4" in progress.line() and "0/4 trained" in progress.line()
+    for j in range(4):
+        progress.finished(j)
+    assert progress.seconds_left() == 0.0 and "4/4 trained" in progress.line()

@@ -13,7 +13,8 @@ import circle.
 2. ``evaluate`` (a model's keypoints on a dataset and every metric), ``audit`` (misalignment of any model), ``viz``.
 3. ``train``: only trains (config, build, step, ``setup`` / ``train_one_epoch`` / ``evaluate_run`` / checkpoints).
 4. ``runs`` (a finished run read back), ``sweep`` (grids of runs through notebook 05), ``bench`` (records of speed).
-5. ``study`` (the cross-checks notebooks 03 and 04 show), ``report`` (tables, figures and findings from records).
+5. ``study`` (the cross-checks notebooks 03 and 04 show), ``report`` (tables, figures and findings from records),
+   ``gpu_check`` (``make gpu-check``: the GPU measurements as one script).
 6. ``page`` (``reports/study.html``), then ``__main__`` (the command line) on top.
 
 Where a notebook's helper goes: 01 ``symbolic``, 02 ``probe``, 03 and 04 ``study``, 05 ``runs``, 06 ``report``. A
@@ -29,7 +30,7 @@ FLOORS = (
     ("evaluate", "audit", "viz"),
     ("train",),
     ("runs", "sweep", "bench"),
-    ("study", "report"),
+    ("study", "report", "gpu_check"),
     ("page",),
     ("__main__",),
 )

@@ -223,6 +223,17 @@ def _report(args) -> int:
     return 0
 
 
+def _gpu_check(args) -> int:
+    from . import gpu_check, records
+
+    out = records.from_repo(args.out)
+    summary = gpu_check.gpu_check(out)
+    ok = sum(r["status"] == "ok" for r in summary["steps"])
+    print(f"gpu-check {'passed' if summary['passed'] else 'FAILED'}: {ok}/{len(summary['steps'])} steps; records in "
+          f"{out / 'results'}")
+    return 0 if summary["passed"] else 1
+
+
 def _notebook_parameters(args) -> int:
     from . import records, runs
 
@@ -297,6 +308,12 @@ def main(argv=None) -> int:
     sweep.add_argument("--force", action="store_true", help="re-run runs whose record exists")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=_sweep)
+
+    gpu = sub.add_parser("gpu-check", help="the GPU measurements (bench eager and CUDA graph, 3 min of HRNet-W32 "
+                         "training) as one script of at most 8 minutes; refuses a machine without CUDA")
+    gpu.add_argument("--out", default="scratch/gpu_check", help="folder for its records and logs (the study's: "
+                     "reports/gpu_check)")
+    gpu.set_defaults(run=_gpu_check)
 
     params = sub.add_parser("notebook-parameters", help="write notebook 05's parameters cell from "
                             "ufpa.train.TrainConfig (after changing a field, its default or its comment)")

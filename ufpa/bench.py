@@ -17,6 +17,9 @@ import multiprocessing as mp
 import os
 import resource
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -43,6 +46,7 @@ class BenchConfig:
     seed: int = 0
     compare_timm: bool = True  # CUDA only: timm's hrnet_w32 features + the same head
     cuda_graph: bool = False  # CUDA only: capture forward + backward in one graph and replay it
+    time_limit_s: float = 600.0  # per benchmark process: one that runs longer is stopped and named (0: no limit)
     interleave: bool = True  # time all variants in one process, one step each per round (False: one process each)
 
 
@@ -164,6 +168,31 @@ def _bench_interleaved(cfg: BenchConfig, variants: list[str]) -> list[dict]:
     return rows
 
 
+def in_child(fn, *args, time_limit_s: float | None = None, what: str = "the benchmark"):
+    """``fn(*args)`` in a fresh spawned process, its result returned. A process that dies (a crash, the OOM killer,
+    a CUDA abort) or runs past ``time_limit_s`` raises an error naming ``what`` and how it ended, never waits forever
+    (a ``multiprocessing.Pool`` waits on a dead worker without a word)."""
+    pool = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"))
+    try:
+        result = pool.submit(fn, *args).result(timeout=time_limit_s)
+    except BrokenProcessPool as err:
+        _stop(pool)
+        raise RuntimeError(f"{what} died in its process before it returned (a crash, or killed for memory); run it "
+                           "with fewer steps or a smaller batch, and look at the device's log") from err
+    except FutureTimeout as err:
+        _stop(pool)
+        raise TimeoutError(f"{what} ran past its time limit of {time_limit_s:g} s and was stopped; raise "
+                           "time_limit_s or lower steps / batch") from err
+    pool.shutdown(wait=True)
+    return result
+
+
+def _stop(pool: ProcessPoolExecutor):
+    for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public way to stop a running task
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _timm_hrnet_with_head(num_keypoints: int = 17):
     import timm
 
@@ -191,20 +220,17 @@ def bench_models(cfg: BenchConfig) -> dict:
             variants.append("timm")
         except ImportError:
             pass
-    ctx = mp.get_context("spawn")
-    if cfg.interleave:
-        with ctx.Pool(1) as pool:  # a fresh process: nothing else has warmed or fragmented its allocator
-            rows = pool.apply(_bench_interleaved, (cfg, variants))
+    limit = cfg.time_limit_s or None
+    if cfg.interleave:  # a fresh process: nothing else has warmed or fragmented its allocator
+        rows = in_child(_bench_interleaved, cfg, variants, time_limit_s=limit, what="the interleaved benchmark")
         memory = BenchConfig(**{**asdict(cfg), "steps": 1, "warmup": 1})
         for row in rows:  # peak memory needs a process per variant (the CPU's max RSS never goes down)
-            with ctx.Pool(1) as pool:
-                one = pool.apply(_bench_one, (memory, row["variant"]))
+            one = in_child(_bench_one, memory, row["variant"], time_limit_s=limit,
+                           what=f"the memory benchmark of {row['variant']}")
             row.update(peak_memory_mb=one["peak_memory_mb"], peak_memory_kind=one["peak_memory_kind"])
     else:
-        rows = []
-        for variant in variants:
-            with ctx.Pool(1) as pool:
-                rows.append(pool.apply(_bench_one, (cfg, variant)))
+        rows = [in_child(_bench_one, cfg, variant, time_limit_s=limit, what=f"the benchmark of {variant}")
+                for variant in variants]
     base = next((r for r in rows if r["variant"] == "baseline"), None)
     for r in rows:
         r["step_time_ratio_vs_baseline"] = r["step_s_median"] / base["step_s_median"] if base else None
@@ -218,9 +244,8 @@ def profile_models(cfg: BenchConfig, top: int = 12) -> dict:
     """Where a training step's time goes, per variant (torch.profiler over ``cfg.steps`` steps after the warm-up):
     the ``top`` operators by self time (CPU, and CUDA kernels on a GPU), in ms per step, and each op group's share."""
     variants = list(cfg.variants)
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        rows = pool.apply(_profile_variants, (cfg, variants, top))
+    rows = in_child(_profile_variants, cfg, variants, top, time_limit_s=cfg.time_limit_s or None,
+                    what="the profile")
     return {"rows": rows, "steps": cfg.steps}
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -162,8 +163,7 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     rec = record_path(cfg)
     failed = rec.with_suffix(".failed.json")
     where = run_dir(resolve_paths(cfg))  # where notebook 05 trains it (an absolute out stays as it is)
-    done = where / DONE
-    if rec.is_file() and done.is_file() and not force:  # finished here; a fresh clone re-trains committed records
+    if _finished(cfg) and not force:  # finished here; a fresh clone re-trains committed records
         return _row(cfg, "skipped", rec)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     params["synth"] = None  # the sweep made its data (ensure_data); the notebook's own default must not check it
@@ -208,7 +208,9 @@ def _row(cfg, status, rec, seconds=0.0, error=None) -> dict:
 
 def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: bool = False,
               reports: str | None = None, progress: bool = True) -> list[dict]:
-    """Run (or resume) every run of a grid file; returns one summary row per run of this shard."""
+    """Run (or resume) every run of a grid file; returns one summary row per run of this shard. With ``progress``
+    it prints its estimate first and then keeps one status line: runs done, each running run's epoch, and the
+    estimated finish from measured epoch times (``Progress``)."""
     i, n = shard
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard {i}/{n}: use i/n with 0 <= i < n, e.g. --shard 0/4")
@@ -220,21 +222,178 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
 
+    status = Progress(runs, jobs, force)
+    if progress:
+        print(f"sweep {doc['name']}: {status.start_line()}", flush=True)
+
+    def one(j):
+        status.started(j)
+        try:
+            return run_one(runs[j], notebook, force)
+        finally:
+            status.finished(j)
+
     # Longest runs first (pixels x epochs), so parallel jobs finish together; rows come back in grid order.
     order = sorted(range(len(runs)), key=lambda j: -_cost(runs[j]))
     rows: list = [None] * len(runs)
-    with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run") as bar:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is its own kernel process
-            for j, row in zip(order, pool.map(lambda j: run_one(runs[j], notebook, force), order)):
-                rows[j] = row
-                bar.update()
-                bar.set_postfix(last=row["status"])
+    with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run",
+              bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}] {postfix}") as bar:
+        stop = threading.Event()
+
+        def refresh():  # the bar's line follows the running runs' epochs between finished runs
+            while not stop.wait(10.0):
+                bar.set_postfix_str(status.line(), refresh=True)
+        watcher = threading.Thread(target=refresh, daemon=True)
+        if progress:
+            watcher.start()
+        try:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is its own kernel process
+                for j, row in zip(order, pool.map(one, order)):
+                    rows[j] = row
+                    bar.update()
+                    bar.set_postfix_str(f"last {row['status']}; {status.line()}")
+        finally:
+            stop.set()
     return rows
 
 
 def _cost(cfg) -> float:
     h, w = cfg.input_size
     return h * w * cfg.epochs
+
+
+# Evaluation and the notebook around a run add to its training loop (measured: evaluations ~2 %, papermill and the
+# kernel ~3.5 % of `make study`); used until this sweep has timed a whole run.
+OVERHEAD = 1.06
+
+
+class Progress:
+    """What a sweep can say about its time while it runs, from measurements only: seconds per training pixel-epoch per
+    model, taken from the epochs this sweep's runs log (``log.jsonl``) and, before any has logged one, from the
+    records already in its results folder (e.g. the committed study's, with the device they ran on). A run's time
+    scales with its pixels x epochs; the estimate is the work left over the jobs, never less than the longest run
+    left."""
+
+    def __init__(self, runs: list[TrainConfig], jobs: int, force: bool = False, clock=time.time):
+        self.runs, self.jobs, self.clock = runs, jobs, clock
+        self.state = {}  # index -> 'running' | 'finished'
+        self.began = {}
+        self.lock = threading.Lock()
+        self.todo = [j for j, cfg in enumerate(runs) if force or not _finished(cfg)]
+        self.prior, self.prior_source = self._prior_rates()
+
+    # --- what is known -------------------------------------------------------------------------------------------
+    def started(self, j: int):
+        with self.lock:
+            self.state[j], self.began[j] = "running", self.clock()
+
+    def finished(self, j: int):
+        with self.lock:
+            self.state[j] = "finished"
+
+    def epochs_logged(self, j: int) -> list[dict]:
+        """The epochs run ``j`` has logged (a resumed run's redone epochs count once: the last)."""
+        path = run_dir(resolve_paths(self.runs[j])) / "log.jsonl"
+        entries = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    entry = json.loads(line)
+                    entries[int(entry["epoch"])] = entry
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line being written
+        return [entries[k] for k in sorted(entries)]
+
+    def _prior_rates(self) -> tuple[dict, str]:
+        """Seconds per pixel-epoch per model from the records in the runs' results folder (their training time)."""
+        if not self.runs:
+            return {}, ""
+        folder = record_path(self.runs[0]).parent
+        seconds: dict = {}
+        devices, count = set(), 0
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            if path.name.endswith((".keypoints.json", ".failed.json")):
+                continue
+            try:
+                rec = records.read_record(path, "train_run")
+            except (ValueError, OSError):
+                continue
+            cfg = rec["config"]
+            units = cfg["input_size"][0] * cfg["input_size"][1] * cfg["epochs"]
+            s, u = seconds.get(cfg["model"], (0.0, 0.0))
+            seconds[cfg["model"]] = (s + rec["results"]["wall_s"] * OVERHEAD, u + units)
+            devices.add(rec["provenance"].get("device", "?"))
+            count += 1
+        rates = {m: s / u for m, (s, u) in seconds.items() if u}
+        where = records.repo_relative(folder)
+        return rates, (f"{count} record{'s' * (count != 1)} in {where} ({', '.join(sorted(devices))})" if rates else "")
+
+    def rates(self) -> dict:
+        """Seconds per pixel-epoch per model: this sweep's logged epochs where there are any, else the prior."""
+        seconds: dict = {}
+        for j in self.todo:
+            h, w = self.runs[j].input_size
+            for entry in self.epochs_logged(j):
+                s, u = seconds.get(self.runs[j].model, (0.0, 0.0))
+                seconds[self.runs[j].model] = (s + entry["seconds"] * OVERHEAD, u + h * w)
+        measured = {m: s / u for m, (s, u) in seconds.items() if u}
+        return {**self.prior, **measured}
+
+    # --- what is left ---------------------------------------------------------------------------------------------
+    def seconds_left(self) -> float | None:
+        """Estimated seconds until the sweep ends, or None while some model has no measurement yet."""
+        rates = self.rates()
+        left = []
+        for j in self.todo:
+            if self.state.get(j) == "finished":
+                continue
+            cfg = self.runs[j]
+            if cfg.model not in rates:
+                return None
+            h, w = cfg.input_size
+            epochs = cfg.epochs - len(self.epochs_logged(j)) if self.state.get(j) == "running" else cfg.epochs
+            left.append(max(epochs, 0) * h * w * rates[cfg.model])
+        if not left:
+            return 0.0
+        return max(sum(left) / self.jobs, max(left))
+
+    def start_line(self) -> str:
+        skipped = len(self.runs) - len(self.todo)
+        head = f"{len(self.todo)} of {len(self.runs)} runs to train ({skipped} finished here), {self.jobs} at once"
+        if not self.todo:
+            return head
+        left = self.seconds_left()
+        if left is None:
+            return head + "; no measured run time yet to estimate from (the estimate follows the first epochs)"
+        return (head + f"; estimated {_duration(left)} (ends about {_clock(self.clock() + left)}), from "
+                f"{self.prior_source}")
+
+    def line(self) -> str:
+        with self.lock:
+            running = [j for j, st in self.state.items() if st == "running"]
+            done = sum(st == "finished" for st in self.state.values())
+        parts = [f"{done}/{len(self.todo)} trained"]
+        for j in running:
+            cfg = self.runs[j]
+            parts.append(f"{cfg.alignment} {cfg.input_size[0]}x{cfg.input_size[1]} s{cfg.seed} epoch "
+                         f"{len(self.epochs_logged(j))}/{cfg.epochs}")
+        left = self.seconds_left()
+        parts.append("ETA estimating" if left is None else
+                     f"ETA {_duration(left)} (about {_clock(self.clock() + left)})")
+        return "; ".join(parts)
+
+
+def _finished(cfg: TrainConfig) -> bool:
+    return record_path(cfg).is_file() and (run_dir(resolve_paths(cfg)) / DONE).is_file()
+
+
+def _duration(seconds: float) -> str:
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+
+def _clock(when: float) -> str:
+    return time.strftime("%H:%M", time.localtime(when))
 
 
 def summary_table(rows: list[dict]) -> str:
