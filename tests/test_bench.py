@@ -58,3 +58,13 @@ def test_a_benchmark_process_that_dies_or_hangs_is_named_not_waited_on():
         bench.in_child(time.sleep, 30, time_limit_s=1, what="the sleeper")
     assert time.perf_counter() - start < 20
     assert bench.in_child(max, 2, 5) == 5
+
+
+def test_a_missed_goal_is_measured_against_flops_and_names_its_ops():
+    """issue 20: the goal is relative to the FLOP ratio, and a variant that misses it gets the ops that hold it back."""
+    cfg = bench.BenchConfig(model="hrnet_w8_tiny", input_size=(64, 64), batch=2, steps=2, warmup=1, device="cpu",
+                            compare_timm=False, threads=1, variants=("baseline", "ufpa"))
+    held = bench.excess_ops(cfg, ["ufpa"])["ufpa"]
+    ops = [o["op"] for o in held["ops"]]
+    assert any("replication_pad" in op for op in ops), ops  # the padding ufpa adds: the baseline has none
+    assert held["extra_ms_per_step"] > 0 and held["ops"][0]["extra_ms_per_step"] >= held["ops"][-1]["extra_ms_per_step"]

@@ -152,8 +152,10 @@ def _bench(args) -> int:
         results, out = _device_bench(bench.bench_train, cfg, "bench_train", "bench_train", args.out)
         for row in results["data"]:
             print(f"data pipeline, {row['workers']} workers: {row['images_per_s']:8.1f} img/s")
-        for row in results["steps"]:
-            print(f"{row['model']:18s} {'graph' if row['cuda_graph'] else 'eager'}: {row['images_per_s']:8.1f} img/s")
+        for row in results["loops"]:
+            print(f"{row['model']:14s} {row['mode']:15s} data {row['data_ms_per_image']:6.3f}  step "
+                  f"{row['step_ms_per_image']:6.3f}  loop {row['loop_ms_per_image']:6.3f} ms/img (x"
+                  f"{row['loop_vs_today']:.2f} of today's)  eval {row['eval_ms_per_image']:6.3f} ms/img")
         print(f"data keeps up with the fastest step: {results['data_keeps_up']}; record: {out}")
         return 0
     if args.what == "profile":
@@ -175,8 +177,13 @@ def _bench(args) -> int:
               f"{row['gflops']:.3f} GFLOPs/img  "
               f"peak {row['peak_memory_mb']:.0f} MB ({row['peak_memory_kind']})")
     for variant, ratio in results["ratio_vs_baseline"].items():
-        print(f"{variant}/baseline step time x{ratio:.3f} (goal <= {results['goal_ratio'][variant]}): "
+        print(f"{variant}/baseline step time x{ratio:.3f} (goal <= {results['goal_ratio'][variant]:.3f}: "
+              f"{results['goal_over_flops'][variant]} x its FLOP ratio): "
               f"{'met' if results['goal_met'][variant] else 'missed'}")
+        held = results["excess_ops"].get(variant)
+        if held:
+            ops = ", ".join(f"{o['op']} +{o['extra_ms_per_step']:.1f}" for o in held["ops"][:3])
+            print(f"  held back by (ms per step beyond the baseline's {held['extra_ms_per_step']:.1f}): {ops}")
     print(f"record: {out}")
     return 0
 
