@@ -156,3 +156,40 @@ def test_keypoints_outside_the_crop_are_weighed_by_the_codec(tmp_path):
     assert np.allclose(item["keypoints"][1:3], wanted, atol=1e-3) and item["visible"][1:3].tolist() == [2, 2]
     assert item["target_weight"][1] == 1 and item["target_weight"][2] == 0
     assert item["target"][1].max() > 0.1 and item["target"][2].max() == 0
+
+
+def test_normalise_is_the_whole_array_expression_bit_for_bit():
+    crop = np.random.default_rng(3).integers(0, 256, size=(37, 29, 3), dtype=np.uint8)
+    whole = np.ascontiguousarray(((crop[..., ::-1].astype(np.float32) - coco.MEAN) / coco.STD).transpose(2, 0, 1))
+    fast = coco.normalise(crop)
+    assert fast.dtype == np.float32 and fast.shape == (3, 37, 29)
+    assert np.array_equal(fast, whole)
+
+
+def test_the_image_cache_keeps_items_bit_for_bit_within_its_budget(tmp_path):
+    ann, images = write_dataset(tmp_path, [one_keypoint(50, 50)] * 3, [[20, 20, 60, 70]] * 3)
+    codec = codecs.create_codec("udp", (64, 48), (16, 12))
+    plain = coco.CocoKeypoints(ann, images, (64, 48), codec, train=True, seed=1)
+    cached = coco.CocoKeypoints(ann, images, (64, 48), codec, train=True, seed=1, cache_mb=1)
+    for epoch in (0, 1):  # the second epoch reads from the cache
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(3):
+            a, b = plain[i], cached[i]
+            assert all(np.array_equal(a[k], b[k]) for k in ("image", "target", "keypoints", "matrix"))
+    one_image = next(iter(cached.cache.values())).nbytes  # 120x100x3 bytes
+    assert len(cached.cache) == 3 and not plain.cache
+    small = coco.CocoKeypoints(ann, images, (64, 48), codec, cache_mb=1.5 * one_image / 2**20)
+    for i in range(3):
+        small[i]
+    assert len(small.cache) == 1  # the budget holds: first come, first kept, nothing evicted
+
+
+def test_a_half_body_crop_of_coinciding_points_keeps_the_persons_box(tmp_path):
+    """All labelled points of a body half at one place span no box: the crop was NaN (found by the cache test)."""
+    ann, images = write_dataset(tmp_path, [one_keypoint(50, 50)], [[20, 20, 60, 70]])
+    ds = coco.CocoKeypoints(ann, images, (64, 48), codecs.create_codec("udp", (64, 48), (16, 12)), train=True,
+                            augment=coco.Augment(flip=0, scale=0, rotation=0, half_body=1.0), seed=1)
+    for epoch in range(4):
+        ds.set_epoch(epoch)
+        assert np.isfinite(ds[0]["matrix"]).all() and np.isfinite(ds[0]["target"]).all()

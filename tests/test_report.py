@@ -310,3 +310,15 @@ def test_flip_test_off_reaches_every_table_and_figure(results, tmp_path, monkeyp
         spy(name)
     report.render_all(results, tmp_path / "t", tmp_path / "f", flip_test=False)
     assert settings == dict.fromkeys(settings, False) and len(settings) == 6
+
+
+def test_compare_field_pairs_two_values_of_one_field_and_refuses_more():
+    check = ROOT / "reports" / "bf16_check" / "results"
+    table = report.compare_field(check, "bf16")
+    assert list(table.index) == ["AP", "epe_px"] and (table["pairs"] == 3).all()
+    recs = [records.read_record(p) for p in sorted((check / "runs").glob("*[0-9a-f].json"))]
+    frame = {v: [r["results"]["flip"]["AP"] for r in recs if r["config"]["bf16"] is v] for v in (False, True)}
+    assert table.loc["AP", "bf16=false"] == pytest.approx(np.mean(frame[False]))
+    assert table.loc["AP", "bf16=true"] == pytest.approx(np.mean(frame[True]))
+    with pytest.raises(ValueError, match="3 values of 'alignment'"):
+        report.compare_field(COMMITTED, "alignment")

@@ -167,7 +167,56 @@ def test_progress_estimates_from_measured_epochs_and_prior_records(tmp_path):
     assert [e["epoch"] for e in progress.epochs_logged(0)] == [1, 2, 3]  # a redone epoch counts once
     epoch = sweep.OVERHEAD
     assert progress.seconds_left() == pytest.approx(max((1 + 3 * 4) * epoch / 2, 4 * epoch))
-    assert "baseline 96x64 s0 epoch 3/4" in progress.line() and "0/4 trained" in progress.line()
+    assert "baseline s0 epoch 3/4" in progress.line() and "0/4 trained" in progress.line()
     for j in range(4):
         progress.finished(j)
     assert progress.seconds_left() == 0.0 and "4/4 trained" in progress.line()
+
+
+def test_a_profile_of_ones_own_runs_from_anywhere_and_a_finished_run_is_never_failed(tmp_path, monkeypatch):
+    """issue 26: a profile's relative paths are taken from its own folder (not the working directory, not the
+    repository root); a step failing after training leaves the run done with its record, and the next sweep skips it
+    without training it again."""
+    monkeypatch.delenv("UFPA_REPORTS_DIR", raising=False)
+    home = tmp_path / "pilot"
+    home.mkdir()
+    doc = yaml.safe_load((ROOT / "profiles" / "smoke.yaml").read_text())
+    doc.update(name="pilot", reports="preports", data={**doc["data"], "out": "pdata"})
+    doc["base"]["out"] = "pruns"
+    profile = home / "my.yaml"
+    profile.write_text(yaml.safe_dump(doc))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    runs = sweep.expand(sweep.load_grid(profile))
+    assert {(c.data, c.out, c.reports) for c in runs} == {(str(home / "pdata"), str(home / "pruns"),
+                                                           str(home / "preports"))}
+    # a step after training fails for the second run: its notebook's place is taken by a folder
+    blocked = home / "preports" / "runs" / f"{sweep.run_id(runs[1])}.ipynb"
+    (blocked / "in_the_way").mkdir(parents=True)
+    rows = sweep.run_sweep(profile, progress=False)
+    assert [r["status"] for r in rows] == ["done", "done"]
+    assert "saving the executed notebook" in rows[1]["warning"] and "note" in sweep.summary_table(rows)
+    for row in rows:
+        assert Path(row["record"]).is_relative_to(home / "preports" / "results" / "runs") and row["AP"] >= 0
+    assert (home / "preports" / "runs" / f"{rows[0]['run_id']}.ipynb").is_file()
+    assert (home / "pdata" / "annotations").is_dir() and not list(elsewhere.iterdir())  # nothing in the cwd
+    assert not list((home / "preports" / "results" / "runs").glob("*.failed.json"))
+    # the same profile from the repository root: the same runs; the finished ones are not trained again
+    monkeypatch.chdir(ROOT)
+    assert [sweep.run_id(c) for c in sweep.expand(sweep.load_grid(profile))] == [r["run_id"] for r in rows]
+    again = sweep.run_sweep(profile, progress=False)
+    assert [r["status"] for r in again] == ["skipped", "skipped"]
+    assert [r["AP"] for r in again] == [r["AP"] for r in rows]
+
+
+def test_the_sweeps_table_pools_only_seeds_of_one_config():
+    """The bf16 check's sweep pooled fp32 and bf16 runs into one row (same model, size, alignment, codec)."""
+    rows = [{"model": "m", "input_size": "96x64", "alignment": "baseline", "codec": "udp", "condition": c, "AP": ap,
+             "epe_px": 5.0} for c, ap in (("fp32", 0.5), ("fp32", 0.6), ("bf16", 0.9))]
+    table = sweep.aggregate_table(rows)
+    assert "| fp32 | 2 | 0.550" in table and "| bf16 | 1 | 0.900" in table
+    doc = {"name": "t", "grid": {"bf16": [False, True], "seed": [0, 1]}}
+    runs = sweep.expand(doc, reports="/tmp/x")
+    assert len({sweep.condition_id(c) for c in runs}) == 2
+    assert sweep.condition_id(runs[0]) == sweep.condition_id(runs[1])  # two seeds of fp32

@@ -319,3 +319,52 @@ def test_the_tests_clean_tree_takes_the_run_directory_too(tmp_path, monkeypatch)
     params = {f: getattr(train.TrainConfig(), f) for f in ("out", "data")}
     cfg = runs.notebook_config(params)
     assert cfg.out == str(tmp_path / "runs") and cfg.data == str(ROOT / "data" / "synthpose-easy")
+
+
+def test_options_added_later_keep_the_ids_and_pooling_of_older_runs():
+    """fused (issue 20) changes the numbers, so it is part of a run's identity, but only when on: the ids of runs
+    recorded before it existed stay valid. cache_mb changes nothing computed: never part of the id."""
+    base = train.TrainConfig()
+    assert train.run_id(base) == "hrnet_w8_tiny-baseline-96x64-udp-s0-4d8f0c5b"  # the committed study's id
+    assert train.run_id(replace(base, cache_mb=0)) == train.run_id(base)
+    assert train.run_id(replace(base, fused=True)) != train.run_id(base)
+    with pytest.raises(ValueError, match="fused=True is a kernel of adam and adamw"):
+        train.validate(replace(base, fused=True, optimizer="sgd"))
+    with pytest.raises(ValueError, match="cache_mb=-1"):
+        train.validate(replace(base, cache_mb=-1))
+    from ufpa import report
+
+    old = {"config": {"model": "m", "lr": 0.1, "data": "d"}, "results": {}}
+    new = {"config": {"model": "m", "lr": 0.1, "data": "d", "fused": False, "cache_mb": 512}, "results": {}}
+    assert report._condition(old) == report._condition(new)
+    assert report._condition(old) != report._condition({**new, "config": {**new["config"], "fused": True}})
+
+
+def test_without_a_bar_a_run_logs_a_line_per_epoch_and_evaluation(data, tmp_path, capsys):
+    """issue 25: a run printed nothing until its end without a bar, so a killed run's log said nothing."""
+    train.train(smoke(data, tmp_path, epochs=2, eval_every=1))
+    lines = capsys.readouterr().out.splitlines()
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert len(epochs) == 2 and epochs[0].startswith("epoch 1/2: loss ") and "img/s" in epochs[0]
+    assert "val AP" in epochs[0] and "ETA" in epochs[0] and epochs[1].endswith("training done; evaluating")
+    assert [line.split(":")[0] for line in lines if line.startswith("evaluation")] == [
+        "evaluation without flip test", "evaluation with flip test"]
+    train.train(smoke(data, tmp_path / "bar", epochs=1, progress=True))
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+
+
+def test_paths_given_on_the_command_line_are_taken_from_the_current_folder(data, tmp_path, monkeypatch):
+    """issue 26: `python -m ufpa train data=... out=... reports=...` from any folder means that folder's paths."""
+    from ufpa import __main__ as cli
+
+    monkeypatch.delenv("UFPA_REPORTS_DIR", raising=False)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "mydata").symlink_to(data)
+    monkeypatch.chdir(here)
+    assert cli.main(["train", "data=mydata", "out=myruns", "reports=myreports", "epochs=1", "batch_size=8",
+                     "train_limit=16", "val_limit=8", "warmup_steps=1", "input_size=[96,64]", "progress=False"]) == 0
+    recs = list((here / "myreports" / "results" / "runs").glob("*-s0-*[0-9a-f].json"))
+    assert len(recs) == 1 and (here / "myruns" / recs[0].stem / "done.json").is_file()
+    recorded = records.read_record(recs[0])["config"]["data"]  # outside the clone: absolute
+    assert Path(recorded).is_absolute() and Path(recorded).resolve() == (here / "mydata").resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -69,6 +70,11 @@ def _train(args) -> int:
     from . import records, train
 
     cfg = _parse_overrides(args.overrides, train.TrainConfig())
+    # a path given here is taken from the current folder; a default (data/, runs/) from the repository root
+    given = {pair.partition("=")[0] for pair in args.overrides}
+    mine = {name: os.path.abspath(getattr(cfg, name)) for name in train.PATH_FIELDS
+            if name in given and getattr(cfg, name)}
+    cfg = train.resolve_paths(dataclasses.replace(cfg, **mine))
     try:
         train.validate(cfg)
     except ValueError as err:

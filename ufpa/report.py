@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -171,6 +172,35 @@ def learning_curves(results_dir) -> pd.DataFrame:
                          "size": _size(cfg["input_size"]), "seed": cfg["seed"], "epoch": h["epoch"],
                          "loss": h["loss"], "val_AP": ap, "val_epe_px": epe})
     return pd.DataFrame(rows)
+
+
+def compare_field(results_dir, field: str, metrics=("AP", "epe_px"), flip_test: bool = True) -> pd.DataFrame:
+    """Runs of one results folder that differ only in the config ``field`` (two values, e.g. ``bf16`` off and on),
+    compared per metric: each value's mean and 95 % CI over its seeds, and the paired difference (second value minus
+    first, same seed) with its CI and the sign-flip p-value. Each value's runs must pool on their own
+    (``check_pooling``)."""
+    recs = run_records(results_dir)
+    values = sorted({json.dumps(rec["config"].get(field)) for _, rec in recs})
+    if len(values) != 2:
+        raise ValueError(f"{results_dir}: the records hold {len(values)} values of {field!r} ({values}); comparing "
+                         "needs exactly two")
+    frames = []
+    for value in values:
+        group = [(p, r) for p, r in recs if json.dumps(r["config"].get(field)) == value]
+        check_pooling(group)
+        frame = pd.DataFrame([row for _, r in group for row in run_rows(r)])
+        frames.append(frame[frame["flip_test"] == flip_test].set_index(["model", "size", "alignment", "seed"]))
+    common = frames[0].index.intersection(frames[1].index)
+    rows = []
+    for m in metrics:
+        diff = (frames[1].loc[common, m] - frames[0].loc[common, m]).to_numpy(float)
+        row = {"metric": m, "pairs": len(common)}
+        for name, frame in zip(values, frames):
+            row[f"{field}={name}"], row[f"{field}={name}_ci"], _ = stats.mean_ci(frame[m])
+        row["difference"], row["difference_ci"], _ = stats.mean_ci(diff)
+        row["p_sign_flip"] = stats.sign_flip_test(diff)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
 
 
 # --- aggregation -----------------------------------------------------------------------------------------------------
@@ -688,11 +718,56 @@ def fill_markers(text: str, blocks: dict) -> str:
 
 
 def readme_blocks(results_dir, tables_dir) -> dict:
-    """What the README quotes: each generated table's Markdown, and the findings."""
+    """What the README quotes: each generated table's Markdown, the findings, and the speed measurements."""
     blocks = {name: Path(tables_dir, f"{name}.md").read_text(encoding="utf-8") for name in TABLES
               if Path(tables_dir, f"{name}.md").is_file()}
     blocks["findings"] = findings(load_runs(results_dir))
+    blocks["speed"] = speed_summary(results_dir)
     return blocks
+
+
+def speed_summary(results_dir) -> str:
+    """The CPU loop's speed-ups (``bench train``), what each alignment costs against its goal and the ops that hold a
+    missed one back (``bench models``), and whether bf16 trains as well as fp32 (``reports/bf16_check``), as Markdown
+    from those records."""
+    results_dir = Path(results_dir)
+    lines = []
+    loop = results_dir / "bench_train_cpu.json"
+    if loop.is_file():
+        rec = records.read_record(loop, "bench_train")
+        rows = rec["results"]["loops"]
+        steps = "; ".join(f"{r['mode']} {r['loop_ms_per_image']:.2f} ms (x{r['loop_vs_today']:.2f})" for r in rows)
+        first, last = rows[0], rows[-1]
+        lines.append(f"- **Training loop, ms per image** (`bench train`, {rows[0]['model']} at "
+                     f"{'x'.join(map(str, rec['config']['input_size']))}, batch {rec['config']['batch']}, one "
+                     f"thread, {rec['provenance']['device']}; each mode adds one change to the one before): {steps}. "
+                     f"Data {first['data_ms_per_image']:.2f} -> {last['data_ms_per_image']:.2f} ms, step "
+                     f"{first['step_ms_per_image']:.2f} -> {last['step_ms_per_image']:.2f} ms. Goal x"
+                     f"{rec['results']['goal_loop_vs_today']}: "
+                     f"{'met' if last['loop_vs_today'] <= rec['results']['goal_loop_vs_today'] else 'missed'}.")
+    for path in sorted(results_dir.glob("bench_models_*_cpu.json")):
+        res = records.read_record(path, "bench_models")["results"]
+        if "goal_over_flops" not in res:
+            continue  # made before goals were relative to FLOPs
+        for variant, ratio in res["ratio_vs_baseline"].items():
+            text = (f"- `{path.name}`: {variant} x{ratio:.2f} of the baseline's step (goal x"
+                    f"{res['goal_ratio'][variant]:.2f}, {res['goal_over_flops'][variant]} x its FLOP ratio): "
+                    f"{'met' if res['goal_met'][variant] else 'missed'}")
+            held = res["excess_ops"].get(variant)
+            if held:
+                text += "; held back by " + ", ".join(f"`{o['op']}` +{o['extra_ms_per_step']:.1f} ms"
+                                                      for o in held["ops"][:3]) + " per step"
+            lines.append(text + ".")
+    check = results_dir.parent / "bf16_check" / "results"
+    if (check / "runs").is_dir():
+        table = compare_field(check, "bf16")
+        ap, epe = table.loc["AP"], table.loc["epe_px"]
+        lines.append(f"- **bf16 autocast on CPU at full length** (`profiles/bf16_check.yaml`, {int(ap['pairs'])} "
+                     f"seeds each): flip AP {ap['bf16=true']:.3f} ± {ap['bf16=true_ci']:.3f} against fp32's "
+                     f"{ap['bf16=false']:.3f} ± {ap['bf16=false_ci']:.3f}; paired difference "
+                     f"{ap['difference']:+.3f} ± {ap['difference_ci']:.3f} AP (sign-flip p = {ap['p_sign_flip']:.2f}), "
+                     f"end-point error {epe['difference']:+.2f} ± {epe['difference_ci']:.2f} px.")
+    return "\n".join(lines)
 
 
 def is_study_folder(results_dir) -> bool:

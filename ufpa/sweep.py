@@ -1,9 +1,9 @@
 """Sweeps: a YAML grid expands into papermill executions of ``notebooks/05_train.ipynb``, one per run.
 
-A grid file (see ``profiles/``)::
+A grid file (see ``profiles/``; its relative paths are taken from the file's own folder, ``with_absolute_paths``)::
 
     name: cpu
-    data: {out: data/synthpose-easy, difficulty: easy, train: 4000, val: 400, seed: 0}  # made if missing
+    data: {out: ../data/synthpose-easy, difficulty: easy, train: 4000, val: 400, seed: 0}  # made if missing
     base: {model: hrnet_w8_tiny, epochs: 8, threads: 1}     # TrainConfig fields shared by every run
     grid:                                                   # the product of these lists is the set of runs
       alignment: [baseline, ufpa, ufpa_any]
@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 import itertools
 import json
+import os
 import threading
 import time
 import traceback
@@ -35,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from . import config, records
-from .train import DONE, TrainConfig, record_path, resolve_paths, run_dir, run_id, validate
+from .train import DONE, PATH_FIELDS, TrainConfig, condition_id, record_path, resolve_paths, run_dir, run_id, validate
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
 GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports")
@@ -91,12 +92,36 @@ def load_grid(path) -> dict:
         except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: data section: {err}") from err
     doc.setdefault("name", path.stem)
+    return with_absolute_paths(doc, path.resolve().parent)
+
+
+def with_absolute_paths(doc: dict, folder: Path) -> dict:
+    """A profile's paths (``reports``, ``notebook``, the ``data`` block's ``out``, and ``data`` / ``out`` /
+    ``reports`` in ``base`` and ``grid``) taken from ``folder``, the profile file's own folder, once, before anything
+    is written: a profile means the same from any working directory (issue 26). Fields a profile leaves out keep
+    TrainConfig's defaults, which notebook 05 takes from the repository root."""
+    def absolute(value):
+        return value if Path(value).is_absolute() else os.path.abspath(folder / value)
+
+    def fields(mapping):
+        return {k: absolute(v) if k in PATH_FIELDS and isinstance(v, str) and v else v for k, v in mapping.items()}
+
+    doc = dict(doc)
+    for key in ("reports", "notebook"):
+        if doc.get(key):
+            doc[key] = absolute(doc[key])
+    if doc.get("data"):
+        doc["data"] = {**doc["data"], "out": absolute(doc["data"]["out"])}
+    doc["base"] = fields(doc.get("base") or {})
+    doc["grid"] = {k: [fields(v) if isinstance(v, dict) else (absolute(v) if k in PATH_FIELDS and
+                                                                isinstance(v, str) and v else v) for v in values]
+                   for k, values in doc["grid"].items()}
     return doc
 
 
 def reports_folder(doc: dict) -> Path:
     """Where a profile's records, executed notebooks and page go: ``$UFPA_REPORTS_DIR`` when set, else the profile's
-    ``reports:`` (the study's profiles say ``reports``, the committed study), else ``scratch/<name>``: a profile of
+    ``reports:`` (the study's profiles say ``../reports``, the committed study), else ``scratch/<name>``: a profile of
     one's own (or the smoke profile) never writes into the committed study."""
     own = records.from_repo(doc["reports"]) if doc.get("reports") else records.SCRATCH / doc["name"]
     return records.reports_dir(own)
@@ -151,7 +176,7 @@ def ensure_data(doc: dict, progress: bool = False):
         from .data import synthetic
 
         out = spec.pop("out")
-        synthetic.ensure(out if Path(out).is_absolute() else records.REPO_ROOT / out, progress=progress, **spec)
+        synthetic.ensure(records.from_repo(out), progress=progress, **spec)  # a profile file's is absolute
 
 
 def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
@@ -173,36 +198,50 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     # papermill writes as it goes: the run executes into a temporary copy, which replaces the notebook only once the
     # run finished, so a killed sweep never leaves a half-run notebook in place of a finished one
     partial = out_nb.with_name(f".{rid}.partial.ipynb")
-    start = time.perf_counter()
+    start, wall = time.perf_counter(), time.time()
+    step = "executing notebook 05"
     try:
         with records.folder_lock(where, ".sweep.lock", "another sweep",
                                  "let that sweep train this run"):
             pm.execute_notebook(str(notebook), str(partial), parameters=params, cwd=str(records.REPO_ROOT),
                                 progress_bar=False, kernel_name="python3", log_output=False)
+            step = f"saving the executed notebook as {out_nb}"
             partial.replace(out_nb)
     except records.Busy as err:  # two sweeps of one profile: the other one trains this run
         return _row(cfg, "busy", rec, error=[str(err)])
-    except Exception as err:  # a failed run is recorded and the sweep goes on
-        records.atomic_write_text(failed, json.dumps({"run_id": rid, "config": params, "error": str(err)[-4000:],
+    except Exception as err:
+        message = str(err).strip().splitlines()[-1:] or [type(err).__name__]
+        if partial.is_file():  # the notebook as far as it ran, for reading; a finished one stays where it is
+            partial.replace(out_nb.with_suffix(".failed.ipynb"))
+        done = where / DONE
+        if done.is_file() and done.stat().st_mtime >= wall and rec.is_file():
+            # trained, evaluated and recorded: a later step failed, which must not turn the run into a failure (a
+            # re-run of the sweep finds it done and does not train it again)
+            return _row(cfg, "done", rec, time.perf_counter() - start,
+                        warning=f"the run finished and its record stands, but {step} failed: {message[0]}")
+        records.atomic_write_text(failed, json.dumps({"run_id": rid, "config": params, "step": step,
+                                                      "error": str(err)[-4000:],
                                                       "traceback": traceback.format_exc()[-4000:],
                                                       "provenance": records.provenance(cfg.seed)}, indent=1))
-        if partial.is_file():  # the failed run's notebook, for reading; a finished one stays where it is
-            partial.replace(out_nb.with_suffix(".failed.ipynb"))
-        return _row(cfg, "failed", rec, time.perf_counter() - start, error=str(err).strip().splitlines()[-1:])
+        return _row(cfg, "failed", rec, time.perf_counter() - start, error=[f"{step}: {message[0]}"])
     failed.unlink(missing_ok=True)
     out_nb.with_suffix(".failed.ipynb").unlink(missing_ok=True)
     return _row(cfg, "done", rec, time.perf_counter() - start)
 
 
-def _row(cfg, status, rec, seconds=0.0, error=None) -> dict:
+def _row(cfg, status, rec, seconds=0.0, error=None, warning=None) -> dict:
+    """A summary row; its AP and end-point error are read from the record the run wrote (never for a failed run,
+    whose folder may hold an older record)."""
     row = {"run_id": run_id(cfg), "status": status, "model": cfg.model, "alignment": cfg.alignment,
            "input_size": "x".join(map(str, cfg.input_size)), "codec": cfg.codec, "seed": cfg.seed,
-           "minutes": round(seconds / 60, 2)}
-    if rec.is_file():
+           "condition": condition_id(cfg), "minutes": round(seconds / 60, 2), "record": str(rec)}
+    if status in ("done", "skipped") and rec.is_file():
         res = records.read_record(rec)["results"]
         row.update(AP=res["flip"]["AP"], epe_px=res["flip"]["epe_mean"])
     if error:
         row["error"] = error[0] if error else ""
+    if warning:
+        row["warning"] = warning
     return row
 
 
@@ -217,7 +256,7 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     if jobs < 1:
         raise ValueError(f"jobs={jobs}: must be >= 1")
     doc = load_grid(grid_path)
-    notebook = records.REPO_ROOT / doc["notebook"] if doc.get("notebook") else NOTEBOOK
+    notebook = records.from_repo(doc["notebook"]) if doc.get("notebook") else NOTEBOOK
     runs = expand(doc, reports)[i::n]
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
@@ -237,7 +276,7 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     order = sorted(range(len(runs)), key=lambda j: -_cost(runs[j]))
     rows: list = [None] * len(runs)
     with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run",
-              bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}] {postfix}") as bar:
+              bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}]{postfix}") as bar:
         stop = threading.Event()
 
         def refresh():  # the bar's line follows the running runs' epochs between finished runs
@@ -281,6 +320,10 @@ class Progress:
         self.lock = threading.Lock()
         self.todo = [j for j, cfg in enumerate(runs) if force or not _finished(cfg)]
         self.prior, self.prior_source = self._prior_rates()
+        # a running run is named by the fields the grid varies (e.g. "96x64 ufpa s1", "bf16 s2")
+        values = [asdict(c) for c in runs]
+        self.varying = [k for k in (values[0] if values else {}) if k not in ("reports", "out")
+                        and len({repr(v[k]) for v in values}) > 1]
 
     # --- what is known -------------------------------------------------------------------------------------------
     def started(self, j: int):
@@ -368,15 +411,23 @@ class Progress:
         return (head + f"; estimated {_duration(left)} (ends about {_clock(self.clock() + left)}), from "
                 f"{self.prior_source}")
 
+    def label(self, j: int) -> str:
+        def show(name, value):
+            if isinstance(value, bool):
+                return name if value else f"no {name}"
+            if isinstance(value, (tuple, list)):
+                return "x".join(map(str, value))
+            return f"s{value}" if name == "seed" else str(value)
+        cfg = asdict(self.runs[j])
+        return " ".join(show(k, cfg[k]) for k in self.varying) or run_id(self.runs[j])
+
     def line(self) -> str:
         with self.lock:
             running = [j for j, st in self.state.items() if st == "running"]
             done = sum(st == "finished" for st in self.state.values())
         parts = [f"{done}/{len(self.todo)} trained"]
         for j in running:
-            cfg = self.runs[j]
-            parts.append(f"{cfg.alignment} {cfg.input_size[0]}x{cfg.input_size[1]} s{cfg.seed} epoch "
-                         f"{len(self.epochs_logged(j))}/{cfg.epochs}")
+            parts.append(f"{self.label(j)} epoch {len(self.epochs_logged(j))}/{self.runs[j].epochs}")
         left = self.seconds_left()
         parts.append("ETA estimating" if left is None else
                      f"ETA {_duration(left)} (about {_clock(self.clock() + left)})")
@@ -412,23 +463,30 @@ def summary_table(rows: list[dict]) -> str:
                     if any(r["status"] == "busy" for r in rows) else ""))
     for r in failed:
         lines.append(f"failed {r['run_id']}: {r.get('error', '')}")
+    for r in rows:
+        if r.get("warning"):
+            lines.append(f"note {r['run_id']}: {r['warning']}")
     return "\n".join(lines)
 
 
 def aggregate_table(rows: list[dict]) -> str:
-    """Mean ± standard deviation over seeds of AP (flip test) and end-point error, per model, size, alignment, codec."""
+    """Mean ± standard deviation over seeds of AP (flip test) and end-point error, per condition: only seeds of one
+    identical config pool (model, size, alignment and codec name it; the condition hash tells apart what else the grid
+    varies, e.g. bf16)."""
     import statistics
 
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         if "AP" in row:
-            groups.setdefault((row["model"], row["input_size"], row["alignment"], row["codec"]), []).append(row)
+            key = (row["model"], row["input_size"], row["alignment"], row["codec"], row["condition"])
+            groups.setdefault(key, []).append(row)
 
     def spread(values):
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
-    lines = ["model | input | alignment | codec | seeds | AP (flip) | EPE px (flip)", " | ".join(["---"] * 7)]
+    lines = ["model | input | alignment | codec | condition | seeds | AP (flip) | EPE px (flip)",
+             " | ".join(["---"] * 8)]
     for key, members in groups.items():
         lines.append(" | ".join(map(str, key)) + f" | {len(members)} | {spread([m['AP'] for m in members])} | "
                      f"{spread([m['epe_px'] for m in members])}")

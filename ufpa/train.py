@@ -145,6 +145,12 @@ def run_id(cfg: TrainConfig) -> str:
     return f"{cfg.model}-{cfg.alignment}-{h}x{w}-{cfg.codec}-s{cfg.seed}-{digest}"
 
 
+def condition_id(cfg: TrainConfig) -> str:
+    """The run id's hash without the seed: runs that share it are seeds of one identical config (what may pool)."""
+    semantic = {k: v for k, v in _semantic(cfg).items() if k != "seed"}
+    return hashlib.sha1(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:8]
+
+
 def _semantic(cfg: TrainConfig | dict) -> dict:
     """The fields that change a run's result, as plain JSON. The dataset counts by its folder's name, so the same
     run has the same id wherever the clone (or the data) lives, and whether the path was given relative or not."""
@@ -612,6 +618,8 @@ def train(cfg: TrainConfig) -> Path:
             quick = evaluate_run(cfg, model, codec, val_ds, s.rt, flip_test=False, consistency=False)
             entry.update(val_AP=quick["AP"], val_epe_mean=quick["epe_mean"])
         history.append(entry)
+        if s.rank == 0 and not cfg.progress:  # no bar: a line per epoch, so a log shows how far a run got
+            print(epoch_line(entry, cfg.epochs, history), flush=True)
         if s.rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                         "rng": torch.get_rng_state(), "epoch": epoch + 1, "history": history,
@@ -627,6 +635,18 @@ def train(cfg: TrainConfig) -> Path:
     return directory
 
 
+def epoch_line(entry: dict, epochs: int, history: list[dict]) -> str:
+    """One epoch as a log line: loss, img/s, time, the quick evaluation if there was one, and the ETA of the training
+    left (mean epoch time so far, times the epochs left)."""
+    line = (f"epoch {entry['epoch']}/{epochs}: loss {entry['loss']:.4g}, {entry['images_per_s']:.0f} img/s, "
+            f"{entry['seconds']:.1f} s")
+    if "val_AP" in entry:
+        line += f", val AP {entry['val_AP']:.3f}, EPE {entry['val_epe_mean']:.2f} px"
+    left = (epochs - entry["epoch"]) * sum(h["seconds"] for h in history) / len(history)
+    eta = f"{left:.0f} s" if left < 90 else f"{left / 60:.1f} min"
+    return line + (f", ETA {eta}" if entry["epoch"] < epochs else ", training done; evaluating")
+
+
 def _append_jsonl(path: Path, entry: dict):
     # a resumed run appends the epochs it redoes; the record's learning curve comes from the checkpoint's history
     with open(path, "a", encoding="utf-8") as fh:
@@ -640,6 +660,9 @@ def finish(cfg, model, codec, train_ds, val_ds, rt: Runtime, history, elapsed, d
                "code_fingerprint": fingerprints["code_fingerprint"]}
     for flip in (False, True):
         metrics = evaluate_run(cfg, model, codec, val_ds, rt, flip_test=flip)
+        if not cfg.progress:
+            print(f"evaluation {'with' if flip else 'without'} flip test: AP {metrics['AP']:.3f}, EPE "
+                  f"{metrics['epe_mean']:.2f} px", flush=True)
         coco = metrics.pop("coco_results")
         results["flip" if flip else "no_flip"] = metrics
         if flip:  # the record names the results file's hash: a record and a results file of two runs never pair

@@ -338,8 +338,8 @@ class CocoKeypoints:
         if aug.half_body and rng.random() < aug.half_body and (inst.visible > 0).sum() >= 8:
             part = UPPER_BODY if rng.random() < 0.5 else tuple(range(11, self.num_keypoints))
             pts = inst.keypoints[list(part)][inst.visible[list(part)] > 0]
-            if len(pts) >= 2:
-                lo, hi = pts.min(0), pts.max(0)
+            lo, hi = (pts.min(0), pts.max(0)) if len(pts) >= 2 else (0, 0)
+            if np.any(hi > lo):  # points that all coincide span no box: keep the whole person's
                 centre, size = box_to_centre_scale([lo[0] + 0.5, lo[1] + 0.5, *(hi - lo)], self.aspect, 1.5)
         if aug.scale:
             size = size * rng.uniform(1 - aug.scale, 1 + aug.scale)
