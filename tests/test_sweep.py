@@ -220,3 +220,15 @@ def test_the_sweeps_table_pools_only_seeds_of_one_config():
     runs = sweep.expand(doc, reports="/tmp/x")
     assert len({sweep.condition_id(c) for c in runs}) == 2
     assert sweep.condition_id(runs[0]) == sweep.condition_id(runs[1])  # two seeds of fp32
+
+
+def test_parallel_jobs_never_ask_for_more_processes_than_cores():
+    """issue 25: nine runs of 12 workers each at once had a load of 67 on 16 cores. Workers are capped per job;
+    the run ids (what the runs compute) do not change."""
+    runs = sweep.expand(sweep.load_grid(ROOT / "profiles" / "gpu.yaml"))[:8]
+    assert {c.workers for c in runs} == {12}
+    alone = sweep.per_job_workers(runs, jobs=1, cores=16)
+    four = sweep.per_job_workers(runs, jobs=4, cores=16)
+    assert {c.workers for c in alone} == {12} and {c.workers for c in four} == {3}  # 4 x (1 + 3) = 16
+    assert {c.workers for c in sweep.per_job_workers(runs, jobs=9, cores=16)} == {0}
+    assert [sweep.run_id(c) for c in four] == [sweep.run_id(c) for c in runs]

@@ -239,7 +239,8 @@ def _report(args) -> int:
 def _gpu_check(args) -> int:
     from . import gpu_check, records
 
-    out = records.from_repo(args.out)
+    # given: from the current folder, as every path on the command line; the default: the clone's scratch/
+    out = Path(os.path.abspath(args.out)) if args.out else records.SCRATCH / "gpu_check"
     summary = gpu_check.gpu_check(out)
     ok = sum(r["status"] == "ok" for r in summary["steps"])
     print(f"gpu-check {'passed' if summary['passed'] else 'FAILED'}: {ok}/{len(summary['steps'])} steps; records in "
@@ -324,8 +325,8 @@ def main(argv=None) -> int:
 
     gpu = sub.add_parser("gpu-check", help="the GPU measurements (bench eager and CUDA graph, 3 min of HRNet-W32 "
                          "training) as one script of at most 8 minutes; refuses a machine without CUDA")
-    gpu.add_argument("--out", default="scratch/gpu_check", help="folder for its records and logs (the study's: "
-                     "reports/gpu_check)")
+    gpu.add_argument("--out", help="folder for its records and logs (default: the clone's scratch/gpu_check; the "
+                     "study's: reports/gpu_check)")
     gpu.set_defaults(run=_gpu_check)
 
     params = sub.add_parser("notebook-parameters", help="write notebook 05's parameters cell from "

@@ -23,6 +23,7 @@ serial or parallel); ``shard=(i, n)`` takes runs i, i+n, i+2n, ... for a cluster
 from __future__ import annotations
 
 import ast
+import dataclasses
 import itertools
 import json
 import os
@@ -257,7 +258,7 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
         raise ValueError(f"jobs={jobs}: must be >= 1")
     doc = load_grid(grid_path)
     notebook = records.from_repo(doc["notebook"]) if doc.get("notebook") else NOTEBOOK
-    runs = expand(doc, reports)[i::n]
+    runs = per_job_workers(expand(doc, reports)[i::n], jobs)
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
 
@@ -294,6 +295,18 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
         finally:
             stop.set()
     return rows
+
+
+def per_job_workers(runs: list[TrainConfig], jobs: int, cores: int | None = None) -> list[TrainConfig]:
+    """Each run's DataLoader workers capped so ``jobs`` runs at once never ask for more processes than the machine has
+    cores (each run: its own process plus its workers; threads as the profile sets them). ``workers`` changes how
+    a run executes, not what it computes (not part of the run id), so the cap changes no result."""
+    cores = cores or os.cpu_count() or 1
+    out = []
+    for cfg in runs:
+        cap = max(0, cores // jobs - max(cfg.threads, 1))
+        out.append(dataclasses.replace(cfg, workers=min(cfg.workers, cap)))
+    return out
 
 
 def _cost(cfg) -> float:
