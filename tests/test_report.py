@@ -14,7 +14,7 @@ from ufpa import page, records, report
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25)):
+def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25), late_gain=0.0):
     """A train_run record with known numbers (the fields the report reads), written like train writes them."""
     metrics = {"AP": ap, "AP50": 0.9, "AP75": ap / 2, "AR": ap + 0.05, "epe_mean": epe, "epe_median": epe / 2,
                "bias_x": bias[0], "bias_y": bias[1], "bias_x_per_joint": [bias[0]] * 17,
@@ -25,7 +25,8 @@ def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25)):
               "input_size": list(size), "seed": seed, "epochs": 2, "data": "/x/synthpose-easy"}
     results = {"run_id": rid, "no_flip": {**metrics, "AP": ap - 0.02, "flip_test": False},
                "flip": {**metrics, "flip_test": True},
-               "learning_curve": [{"epoch": 1, "loss": 1.0, "val_AP": ap / 2, "val_epe_mean": 9.0, "images_per_s": 1,
+               "learning_curve": [{"epoch": 1, "loss": 1.0, "val_AP": ap - 0.02 - late_gain, "val_epe_mean": 9.0,
+                                   "images_per_s": 1,
                                    "seconds": 1}, {"epoch": 2, "loss": 0.5, "images_per_s": 1, "seconds": 1}],
                "params": 175803, "gflops": 0.0166, "input_size": eff, "wall_s": 10.0, "images_per_s": 100.0,
                "misalignment": {"fusions": 21, "max_abs_px": 28.0 if alignment == "baseline" else 0.0,
@@ -82,7 +83,20 @@ def test_findings_read_the_records(results):
     text = report.findings(report.load_runs(results))
     assert "18 training records" in text and "ΔAP +0.020" in text and "ΔAP -0.020" in text
     assert "lower than the baseline" in text  # ufpa_any: -0.02 on every seed, so its CI excludes zero
-    assert "not distinguishable" in text  # ufpa's CI (0.02 ± 0.025) crosses zero
+    assert "not resolved by these runs" in text  # ufpa's corrected interval (0.02 ± 0.04) crosses zero
+    assert "18 of 18 runs met the plateau criterion" in text and "Holm p" in text and "sign-flip p 0.25" in text
+
+
+def test_a_comparison_with_runs_still_learning_makes_no_claim(tmp_path):
+    """issue 21: ΔAP of -0.02 on every seed would read "lower", but the runs' val AP still rose at the end."""
+    for seed in range(3):
+        fake_record(tmp_path, "baseline", (96, 64), seed, 0.5 + 0.01 * seed, late_gain=0.03)
+        fake_record(tmp_path, "ufpa_any", (96, 64), seed, 0.48 + 0.01 * seed, late_gain=0.03)
+    frame = report.load_runs(tmp_path)
+    assert not frame["plateau"].any() and frame["late_gain_AP"].to_numpy() == pytest.approx(0.03)
+    text = report.findings(frame)
+    assert "0 of 6 runs met the plateau criterion" in text and "no claim: 6 of its 6 runs" in text
+    assert "lower than" not in text
 
 
 def test_render_all_writes_every_table_and_figure(results, tmp_path):

@@ -65,3 +65,19 @@ def test_paired_matches_on_every_key_but_the_arm():
     assert out.loc["a", "pairs"] == 1 and out.loc["a", "d_x"] == pytest.approx(0.5)
     assert out.loc["b", "seeds"] == [0] and out.loc["b", "d_x"] == pytest.approx(3.0)  # seed 1 of b has no control
     assert math.isnan(out.loc["a", "d_x_ci"])
+
+
+@pytest.mark.parametrize("df", [1, 2, 5, 30])
+def test_t_cdf_inverts_the_quantile_and_the_t_test_uses_it(df):
+    for p in (0.01, 0.2, 0.5, 0.9, 0.995):
+        assert stats.t_cdf(stats.t_quantile(p, df), df) == pytest.approx(p, abs=1e-9)
+    # mean 1.25, sd 0.645 of 4 differences: t = 3.873 on 3 df, two-sided p = 0.0305 (printed tables)
+    assert stats.t_test([0.5, 1.0, 1.5, 2.0]) == pytest.approx(0.0305, abs=5e-4)
+    assert math.isnan(stats.t_test([1.0])) and stats.t_test([0.2, 0.2]) == 0.0
+
+
+def test_seeds_for_power_grows_with_the_family_and_shrinks_with_the_effect():
+    # the pilot's ufpa_any at 96x64 (issue 21): ΔAP +0.017, paired SD 0.0058 -> about 4 seeds, 5 under Holm over 4
+    assert stats.seeds_for_power(0.017, 0.0058) == 4
+    assert stats.seeds_for_power(0.017, 0.0058, alpha=0.05 / 4) == 5
+    assert stats.seeds_for_power(0.0, 1.0) == 10_000  # no effect: no number of seeds finds it

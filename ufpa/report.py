@@ -42,11 +42,29 @@ def _size(hw) -> str:
     return f"{int(hw[0])}x{int(hw[1])}"
 
 
+# A run has converged when its val AP (no flip) gained less than this over the last quarter of its epochs (issue 21).
+PLATEAU_AP = 0.005
+
+
+def plateau(record: dict) -> tuple[bool, float]:
+    """(met, gain): the val AP (no flip) the run gained from its last evaluation at or before 3/4 of its epochs to its
+    end (the final evaluation); met when that gain is below ``PLATEAU_AP``. A run with no evaluation that early has
+    not shown a plateau (met False, gain NaN)."""
+    cfg, res = record["config"], record["results"]
+    epochs = cfg["epochs"]
+    early = [h for h in res["learning_curve"] if h.get("val_AP") is not None and h["epoch"] <= 0.75 * epochs]
+    if not early:
+        return False, float("nan")
+    gain = res["no_flip"]["AP"] - early[-1]["val_AP"]
+    return bool(gain < PLATEAU_AP), float(gain)
+
+
 def run_rows(record: dict) -> list[dict]:
     """Two rows (no flip, flip test) of the tidy frame from one ``train_run`` record."""
     cfg, res, prov = record["config"], record["results"], record["provenance"]
     curve = res["learning_curve"]
     mis = res.get("misalignment") or {}
+    converged, late_gain = plateau(record)
     rows = []
     for key, flip in (("no_flip", False), ("flip", True)):
         m = res[key]
@@ -61,6 +79,7 @@ def run_rows(record: dict) -> list[dict]:
             "flip_consistency_px": m["flip_consistency_px"], "pck_0.05": m.get("pck@0.05"),
             "params_M": res["params"] / 1e6, "gflops": res["gflops"], "wall_s": res["wall_s"],
             "images_per_s": res["images_per_s"], "final_loss": curve[-1]["loss"] if curve else None,
+            "plateau": converged, "late_gain_AP": late_gain,
             "misalignment_px": mis.get("max_abs_px", np.nan),
             "border_misalignment_px": mis.get("border_max_abs_px", np.nan),
             "git_commit": prov["git_commit"][:10], "device": prov["device"], "torch": prov["torch"],
@@ -600,8 +619,12 @@ def learning_curve_panels(curves: pd.DataFrame, path=None):
 
 # --- findings --------------------------------------------------------------------------------------------------------
 
-def findings(frame: pd.DataFrame, flip_test: bool = True) -> str:
-    """The study's findings in words, every number read from the records (Markdown)."""
+def findings(frame: pd.DataFrame, flip_test: bool = True, level: float = 0.95) -> str:
+    """The study's findings in words, every number read from the records (Markdown). The alignments' paired
+    comparisons with the baseline at one flip setting are one family: each gets its t-test p-value adjusted by Holm
+    and its exact sign-flip p-value, and a simultaneous interval (Bonferroni: each at 1 - (1 - level) / m). A finding
+    says "higher" or "lower" only when that corrected interval excludes zero and every run in it met the plateau
+    criterion (``plateau``); otherwise it says what the runs cannot tell, and the seeds a test would need."""
     sub = frame[frame["flip_test"] == flip_test]
     agg = aggregate(sub, metrics=("AP", "epe_px"))
     diff = paired(sub, metrics=("AP", "epe_px"))
@@ -613,6 +636,13 @@ def findings(frame: pd.DataFrame, flip_test: bool = True) -> str:
                  f"seeds {seeds}; {', '.join(sorted(set(sub['device'])))}; commit(s) "
                  f"{', '.join(sorted(set(sub['git_commit'])))}). Metrics with flip test"
                  f"{'' if flip_test else ' off'}; ± is the 95 % CI over seeds (Student t).")
+    runs = sub.drop_duplicates("run_id")
+    unconverged = runs[~runs["plateau"].astype(bool)]
+    lines.append(f"- **Convergence**: {len(runs) - len(unconverged)} of {len(runs)} runs met the plateau criterion "
+                 f"(val AP, no flip, gained < {PLATEAU_AP} over the last quarter of training; median gain there "
+                 f"{np.nanmedian(runs['late_gain_AP']):+.3f}). A comparison with a run that had not plateaued makes no "
+                 "claim: more accurate cannot be told from learning faster.")
+
     def pm(value, ci, digits):
         return f"{value:.{digits}f}" + (f" ± {ci:.{digits}f}" if np.isfinite(ci) else " (one seed: no interval)")
 
@@ -620,20 +650,38 @@ def findings(frame: pd.DataFrame, flip_test: bool = True) -> str:
     for _, b in base.iterrows():
         lines.append(f"- **Baseline** {b['model']} at {b['size']}: AP {pm(b['AP'], b['AP_ci'], 3)}, "
                      f"end-point error {pm(b['epe_px'], b['epe_px_ci'], 2)} px.")
-    for _, d in diff.iterrows():
+    m = len(diff)
+    if m:
+        p_holm = stats.holm([stats.t_test(d) for d in diff["d_AP_per_seed"]])
+        lines.append(f"- **Family**: the {m} paired comparisons with the baseline below (flip test "
+                     f"{'on' if flip_test else 'off'}); p-values Holm-adjusted over them, intervals simultaneous "
+                     f"(Bonferroni, each at {100 * (1 - (1 - level) / m):.1f} %).")
+    for i, (_, d) in enumerate(diff.iterrows()):
         size = sub.loc[(sub["alignment"] == d["alignment"]) & (sub["size"] == d["size"]), "input_size"].iloc[0]
         head = f"- **{d['alignment']}** ({d['model']}, {d['size']} nominal, run at {size}): ΔAP {d['d_AP']:+.3f}"
-        if not np.isfinite(d["d_AP_ci"]):
+        per_seed = np.asarray(d["d_AP_per_seed"], float)
+        if len(per_seed) < 2:
             lines.append(f"{head} ({d['pairs']} paired seed: no interval), ΔEPE {d['d_epe_px']:+.2f} px.")
             continue
-        lo, hi = d["d_AP"] - d["d_AP_ci"], d["d_AP"] + d["d_AP_ci"]
-        verdict = ("higher than the baseline" if lo > 0 else "lower than the baseline" if hi < 0 else
-                   "not distinguishable from the baseline at this number of seeds")
-        lines.append(f"{head} (95 % CI {lo:+.3f} to {hi:+.3f}, {d['pairs']} paired seeds), ΔEPE "
-                     f"{d['d_epe_px']:+.2f} px: {verdict}.")
+        sd = per_seed.std(ddof=1)
+        half = stats.t_quantile(1 - (1 - level) / m / 2, len(per_seed) - 1) * sd / np.sqrt(len(per_seed))
+        lo, hi = d["d_AP"] - half, d["d_AP"] + half
+        cells = sub[(sub["model"] == d["model"]) & (sub["size"] == d["size"]) & (sub["codec"] == d["codec"])
+                    & sub["alignment"].isin(["baseline", d["alignment"]]) & sub["seed"].isin(d["seeds"])]
+        waiting = int((~cells.drop_duplicates("run_id")["plateau"].astype(bool)).sum())
+        if waiting:
+            verdict = f"no claim: {waiting} of its {cells['run_id'].nunique()} runs had not plateaued"
+        elif lo > 0 or hi < 0:
+            verdict = f"{'higher' if lo > 0 else 'lower'} than the baseline (corrected interval excludes zero)"
+        else:
+            verdict = "not resolved by these runs (the corrected interval includes zero)"
+        need = stats.seeds_for_power(d["d_AP"], sd, alpha=(1 - level) / m)
+        lines.append(f"{head} (corrected interval {lo:+.3f} to {hi:+.3f}, {d['pairs']} paired seeds; Holm p "
+                     f"{p_holm[i]:.2f}, sign-flip p {stats.sign_flip_test(per_seed):.2f}), ΔEPE "
+                     f"{d['d_epe_px']:+.2f} px: {verdict}. 80 % power for a gain this size needs about {need} "
+                     "paired seeds.")
     if len(diff):
-        by_size = diff.groupby("alignment", observed=True)
-        for alignment, g in by_size:
+        for alignment, g in diff.groupby("alignment", observed=True):
             g = g.sort_values("pixels")
             if len(g) > 1:
                 lo, hi = g.iloc[0], g.iloc[-1]
