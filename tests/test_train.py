@@ -368,3 +368,21 @@ def test_paths_given_on_the_command_line_are_taken_from_the_current_folder(data,
     assert len(recs) == 1 and (here / "myruns" / recs[0].stem / "done.json").is_file()
     recorded = records.read_record(recs[0])["config"]["data"]  # outside the clone: absolute
     assert Path(recorded).is_absolute() and Path(recorded).resolve() == (here / "mydata").resolve()
+
+
+def test_the_padding_control_trains_ufpa_without_its_replicate_padding(data, tmp_path):
+    """issue 21: ufpa differs from the baseline in alignment, size and padding at once; padding=zeros separates the
+    padding (bench models' ufpa:zeros, now trainable). The run id says so; '' keeps every older id."""
+    cfg = smoke(data, tmp_path, alignment="ufpa", padding="zeros", epochs=1)
+    assert "-ufpa-zerospad-96x64-" in train.run_id(cfg)
+    assert "-ufpa-96x64-" in train.run_id(replace(cfg, padding=""))
+    model, _, _, _ = train.build(cfg, datasets=False)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs and {m.padding_mode for m in convs} == {"zeros"}
+    own, _, _, _ = train.build(replace(cfg, padding=""), datasets=False)
+    assert "replicate" in {m.padding_mode for m in own.modules() if isinstance(m, torch.nn.Conv2d)}
+    train.train(cfg)
+    rec = records.read_record(train.record_path(cfg))
+    assert rec["config"]["padding"] == "zeros" and rec["results"]["input_size"] == [97, 65]
+    with pytest.raises(ValueError, match="padding='reflect'"):
+        train.validate(replace(cfg, padding="reflect"))

@@ -33,6 +33,7 @@ from .codecs import create_codec, list_codecs
 from .data.coco import Augment, CocoKeypoints, split_paths
 from .evaluate import evaluate_model
 from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, model_cost, run_size
+from .models._layers import PADDINGS
 from .runtime import Runtime, TrainingError, capture, runtime
 
 
@@ -45,6 +46,7 @@ class TrainConfig:
     model: str = "hrnet_w8_tiny"  # a ufpa.models preset (ufpa.models.list_models() names them)
     alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any
     head: str = "udp"  # heatmap | udp | sr | duc | ufpa_official (HRNet); udp, ufpa_official pair with codec udp
+    padding: str = ""  # 3x3 conv padding: '' the alignment's own (ufpa: replicate, else zeros) | zeros | replicate
     input_size: tuple[int, int] = (96, 64)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
     codec: str = "udp"  # msra | dark | udp | sr
     sigma: float = 2.0  # Gaussian sigma in heatmap samples; 0: the codec's default (heatmap width / 24)
@@ -91,7 +93,7 @@ class TrainConfig:
 EXECUTION_FIELDS = ("device", "threads", "workers", "out", "reports", "progress", "cache_mb")
 # Fields added after runs were recorded, at the value that reproduces those runs: left out of the id at that value, so
 # the ids (and the pooling of records) made before the field existed stay valid.
-IMPLIED = {"fused": False}
+IMPLIED = {"fused": False, "padding": ""}
 
 # --- config ---------------------------------------------------------------------------------------------------------
 
@@ -134,7 +136,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     need(0 <= cfg.rotation <= 180, f"rotation={cfg.rotation}: degrees in [0, 180]")
     need(cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
          f"device={cfg.device!r}: use auto, cpu, cuda or cuda:N")
-    create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=effective_input_size(cfg))
+    need(cfg.padding in ("", *PADDINGS), f"padding={cfg.padding!r}: choose '' (the alignment's own) or one of "
+         f"{PADDINGS} (e.g. alignment=ufpa padding=zeros: ufpa without its replicate padding, a control)")
+    create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=effective_input_size(cfg),
+                 padding=cfg.padding or None)
     return cfg
 
 
@@ -142,7 +147,8 @@ def run_id(cfg: TrainConfig) -> str:
     """A readable id: model-alignment-size-codec-seed and a hash of everything else that changes the result."""
     digest = hashlib.sha1(json.dumps(_semantic(cfg), sort_keys=True).encode()).hexdigest()[:8]
     h, w = cfg.input_size
-    return f"{cfg.model}-{cfg.alignment}-{h}x{w}-{cfg.codec}-s{cfg.seed}-{digest}"
+    alignment = f"{cfg.alignment}-{cfg.padding}pad" if cfg.padding else cfg.alignment  # a control says so
+    return f"{cfg.model}-{alignment}-{h}x{w}-{cfg.codec}-s{cfg.seed}-{digest}"
 
 
 def condition_id(cfg: TrainConfig) -> str:
@@ -232,7 +238,8 @@ def check_resume(state: dict, path: Path, data: str, code: str) -> None:
 def build(cfg: TrainConfig, device=None, datasets: bool = True):
     """The model, its codec (on the model's own output grid) and, if asked, the train and val datasets."""
     size = effective_input_size(cfg)
-    model = create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size)
+    model = create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size,
+                         padding=cfg.padding or None)
     opts = {"sigma": cfg.sigma} if cfg.sigma > 0 else {}
     codec = create_codec(cfg.codec, size, model.output_size(), grid=model.output_position_map(), **opts)
     if device is not None:
@@ -698,7 +705,9 @@ def misalignment_summary(cfg: TrainConfig) -> dict:
     (input px), so every record says how misaligned the model it measured was. A fresh copy is traced: the trained
     one may carry DDP's batch norm or channels_last."""
     size = effective_input_size(cfg)
-    table = audit(create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size), size)
+    model = create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size,
+                         padding=cfg.padding or None)
+    table = audit(model, size)
     return {"fusions": int(table["node"].nunique()), "max_abs_px": float(table["max_abs_px"].max()),
             "mean_abs_px": float(table["mean_abs_px"].mean()),
             "border_max_abs_px": float(table["border_max_abs_px"].max())}
