@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import records, stats, viz
 from .models import ALIGNMENTS
-from .train import IMPLIED
+from .train import condition
 
 # Method order of the paper's tables is the registry's (ALIGNMENTS); each alignment keeps its colour in every figure.
 COLOURS = viz.ALIGNMENT_COLOURS
@@ -103,22 +103,14 @@ def run_records(results_dir) -> list[tuple[Path, dict]]:
     return out
 
 
-# Config fields that say where a run lived or how it was executed, not what it computed: they may differ between
-# the seeds of one condition.
-_NOT_CONDITION = ("seed", "data", "out", "reports", "device", "workers", "progress", "cache_mb")
 _RECORD_METRICS = ("AP", "AP50", "AP75", "AR", "epe_mean", "epe_median", "flip_consistency_px", "bias_x", "bias_y")
 
 
 def _condition(rec: dict) -> dict:
-    """What must be equal between the seeds of one condition: the config but the seed and where things lived, the
-    data by folder name and fingerprint."""
-    cond = {k: v for k, v in rec["config"].items() if k not in _NOT_CONDITION}
-    for name, value in IMPLIED.items():  # a field added later, at the value the older records ran with
-        if cond.get(name, value) == value:
-            cond.pop(name, None)
-    cond["data"] = Path(rec["config"]["data"]).name
-    cond["data_fingerprint"] = rec["results"].get("data_fingerprint")
-    return cond
+    """What must be equal between the seeds of one condition: the run's identity but the seed
+    (``train.condition``: where things lived and how they were executed do not count, the data by its folder's name),
+    and the data's fingerprint."""
+    return {**condition(rec["config"]), "data_fingerprint": rec["results"].get("data_fingerprint")}
 
 
 def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> None:

@@ -37,7 +37,18 @@ from pathlib import Path
 import yaml
 
 from . import config, records
-from .train import DONE, PATH_FIELDS, TrainConfig, condition_id, record_path, resolve_paths, run_dir, run_id, validate
+from .train import (
+    DONE,
+    PATH_FIELDS,
+    TrainConfig,
+    condition_id,
+    finished,
+    record_path,
+    resolve_paths,
+    run_dir,
+    run_id,
+    validate,
+)
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
 GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports")
@@ -189,7 +200,7 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     rec = record_path(cfg)
     failed = rec.with_suffix(".failed.json")
     where = run_dir(resolve_paths(cfg))  # where notebook 05 trains it (an absolute out stays as it is)
-    if _finished(cfg) and not force:  # finished here; a fresh clone re-trains committed records
+    if finished(cfg) and not force:  # finished here; a fresh clone re-trains committed records
         return _row(cfg, "skipped", rec)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     params["synth"] = None  # the sweep made its data (ensure_data); the notebook's own default must not check it
@@ -331,7 +342,7 @@ class Progress:
         self.state = {}  # index -> 'running' | 'finished'
         self.began = {}
         self.lock = threading.Lock()
-        self.todo = [j for j, cfg in enumerate(runs) if force or not _finished(cfg)]
+        self.todo = [j for j, cfg in enumerate(runs) if force or not finished(cfg)]
         self.prior, self.prior_source = self._prior_rates()
         # a running run is named by the fields the grid varies (e.g. "96x64 ufpa s1", "bf16 s2")
         values = [asdict(c) for c in runs]
@@ -445,10 +456,6 @@ class Progress:
         parts.append("ETA estimating" if left is None else
                      f"ETA {_duration(left)} (about {_clock(self.clock() + left)})")
         return "; ".join(parts)
-
-
-def _finished(cfg: TrainConfig) -> bool:
-    return record_path(cfg).is_file() and (run_dir(resolve_paths(cfg)) / DONE).is_file()
 
 
 def _duration(seconds: float) -> str:

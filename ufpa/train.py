@@ -151,10 +151,15 @@ def run_id(cfg: TrainConfig) -> str:
     return f"{cfg.model}-{alignment}-{h}x{w}-{cfg.codec}-s{cfg.seed}-{digest}"
 
 
-def condition_id(cfg: TrainConfig) -> str:
+def condition(cfg: TrainConfig | dict) -> dict:
+    """What the seeds of one condition share: everything that changes a run's result but the seed (a record's
+    config dict is taken as it is)."""
+    return {k: v for k, v in _semantic(cfg).items() if k != "seed"}
+
+
+def condition_id(cfg: TrainConfig | dict) -> str:
     """The run id's hash without the seed: runs that share it are seeds of one identical config (what may pool)."""
-    semantic = {k: v for k, v in _semantic(cfg).items() if k != "seed"}
-    return hashlib.sha1(json.dumps(semantic, sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha1(json.dumps(condition(cfg), sort_keys=True).encode()).hexdigest()[:8]
 
 
 def _semantic(cfg: TrainConfig | dict) -> dict:
@@ -180,6 +185,12 @@ def run_dir(cfg: TrainConfig) -> Path:
 
 
 DONE = "done.json"  # written last: the run finished and its record exists
+
+
+def finished(cfg: TrainConfig) -> bool:
+    """The run finished on this machine: its run directory's ``DONE`` marker and its record exist (a relative ``out``
+    taken from the repository root, as notebook 05 takes it)."""
+    return record_path(cfg).is_file() and (run_dir(resolve_paths(cfg)) / DONE).is_file()
 
 
 def record_path(cfg: TrainConfig) -> Path:
