@@ -57,3 +57,22 @@ def test_exact_metrics_and_flip_consistency():
     assert evaluate.flip_consistency(pred, gt, np.ones((2, 17))) == pytest.approx(np.hypot(0.5, 0.25))
     with pytest.raises(ValueError, match="no labelled"):
         evaluate.exact_metrics(pred, gt, np.zeros((2, 17)), [100, 100])
+
+
+def test_localisation_is_measured_apart_from_swaps_and_gross_misses():
+    """issue 21: AP and the mean end-point error are ruled by wrists and ankles found in the wrong place; alignment acts
+    on the keypoints that were found. Two people, 17 joints, boxes of 100 px (found: within 5 px, not swapped)."""
+    rng = np.random.default_rng(0)
+    gt = rng.uniform(0, 100, size=(2, 17, 2))
+    gt[:, 10] = gt[:, 9] + [30.0, 0.0]  # right wrist 30 px from the left one
+    pred = gt + [0.5, 0.0]  # every keypoint 0.5 px off in x ...
+    pred[0, 9] = gt[0, 10]  # ... but person 0's left wrist sits on the right wrist: a swap
+    pred[1, 15] = gt[1, 15] + [20.0, 0.0]  # ... and person 1's left ankle is 20 px off: a gross miss
+    m = evaluate.exact_metrics(pred, gt, np.ones((2, 17)), box_sizes=[100, 100])
+    assert m["swap_rate"] == pytest.approx(1 / 34) and m["swap_rate_per_joint"][9] == pytest.approx(0.5)
+    assert m["found_rate"] == pytest.approx(32 / 34)
+    assert m["epe_found"] == pytest.approx(0.5) and m["bias_found_x"] == pytest.approx(0.5)
+    assert m["epe_found_per_joint"][9] == pytest.approx(0.5) and m["epe_per_joint"][15] == pytest.approx(10.25)
+    assert m["epe_mean"] > 1.0 and m["pck@0.01"] == pytest.approx(32 / 34)
+    none = evaluate.exact_metrics(gt + 50, gt, np.ones((2, 17)), [100, 100])
+    assert none["found_rate"] == 0 and np.isnan(none["epe_found"])

@@ -130,11 +130,21 @@ def write_results(path, results: list[dict]) -> Path:
     return atomic_write_text(path, json.dumps(results, allow_nan=False))
 
 
-def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.05, 0.1, 0.2)) -> dict:
+# A keypoint counts as found when it lies within this fraction of its box size (max of width and height) and is not
+# closer to its left/right partner's ground truth: the error of found keypoints is localisation, the rest gross misses
+# and swaps, which alignment does not address (issue 21).
+FOUND_RADIUS = 0.05
+
+
+def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.01, 0.02, 0.05, 0.1, 0.2),
+                  flip_pairs=COCO_FLIP_PAIRS, found_radius: float = FOUND_RADIUS) -> dict:
     """Sub-pixel metrics against exact ground truth (N, K, 2); only ``visible`` (N, K) > 0 keypoints count.
 
-    ``epe_*``: end-point error in input pixels; ``bias_x``/``bias_y``: signed mean error per joint (K,) and overall;
-    ``pck@t``: fraction within t x box size (``box_sizes`` (N,), e.g. max(w, h) of each box).
+    ``epe_*``: end-point error in input pixels (mean, median, per joint); ``bias_x``/``bias_y``: signed mean error,
+    overall and per joint (K,); ``pck@t``: fraction within t x box size (``box_sizes`` (N,), e.g. max(w, h) of each
+    box). Localisation apart from gross errors: ``swap_rate`` (a keypoint nearer its left/right partner's ground
+    truth than its own; per joint too), ``found_rate`` (within ``found_radius`` x box size and not swapped), and on
+    found keypoints only ``epe_found`` (mean, per joint) and ``bias_found_x``/``bias_found_y``.
     """
     pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
     mask = np.asarray(visible) > 0
@@ -146,11 +156,31 @@ def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.05, 0.1, 0.2))
     dist = np.linalg.norm(err, axis=-1)
     sizes = np.asarray(box_sizes, np.float64)[:, None]
     per_joint = np.where(mask[..., None], err, np.nan)
+
+    def joint_mean(values, where):  # per joint over the keypoints ``where`` holds; NaN for a joint with none
+        count = where.sum(0)
+        total = np.where(where, values, 0.0).sum(0)
+        return np.divide(total, count, out=np.full(count.shape, np.nan), where=count > 0)
+
+    k = gt.shape[1]
+    partner = np.arange(k)
+    for a, b in flip_pairs if max(max(p) for p in flip_pairs) < k else ():
+        partner[a], partner[b] = b, a
+    to_partner = np.linalg.norm(pred - gt[:, partner], axis=-1)
+    swapped = mask & mask[:, partner] & (partner != np.arange(k)) & (to_partner < dist)
+    found = mask & ~swapped & (dist <= found_radius * sizes)
     out = {"keypoints": int(mask.sum()), "epe_mean": float(dist[mask].mean()),
            "epe_median": float(np.median(dist[mask])),
            "bias_x": float(err[..., 0][mask].mean()), "bias_y": float(err[..., 1][mask].mean()),
            "bias_x_per_joint": np.nanmean(per_joint[..., 0], 0).tolist(),
-           "bias_y_per_joint": np.nanmean(per_joint[..., 1], 0).tolist()}
+           "bias_y_per_joint": np.nanmean(per_joint[..., 1], 0).tolist(),
+           "epe_per_joint": joint_mean(dist, mask).tolist(),
+           "swap_rate": float(swapped[mask].mean()), "swap_rate_per_joint": joint_mean(swapped, mask).tolist(),
+           "found_radius": found_radius, "found_rate": float(found[mask].mean()),
+           "epe_found": float(dist[found].mean()) if found.any() else float("nan"),
+           "epe_found_per_joint": joint_mean(dist, found).tolist(),
+           "bias_found_x": float(err[..., 0][found].mean()) if found.any() else float("nan"),
+           "bias_found_y": float(err[..., 1][found].mean()) if found.any() else float("nan")}
     for t in pck_thresholds:
         out[f"pck@{t:g}"] = float((dist <= t * sizes)[mask].mean())
     return out

@@ -77,6 +77,8 @@ def run_rows(record: dict) -> list[dict]:
             "AP": m["AP"], "AP50": m["AP50"], "AP75": m["AP75"], "AR": m["AR"], "epe_px": m["epe_mean"],
             "epe_median_px": m["epe_median"], "abs_bias_px": float(np.nanmean(bias)),
             "flip_consistency_px": m["flip_consistency_px"], "pck_0.05": m.get("pck@0.05"),
+            "found_rate": m.get("found_rate", np.nan), "epe_found_px": m.get("epe_found", np.nan),
+            "swap_rate": m.get("swap_rate", np.nan),
             "params_M": res["params"] / 1e6, "gflops": res["gflops"], "wall_s": res["wall_s"],
             "images_per_s": res["images_per_s"], "final_loss": curve[-1]["loss"] if curve else None,
             "plateau": converged, "late_gain_AP": late_gain,

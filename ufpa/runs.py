@@ -179,7 +179,8 @@ def trained_siblings(cfg: TrainConfig, alignments, count: int) -> dict:
 
 
 METRIC_COLUMNS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_mean": "EPE px",
-                  "epe_median": "EPE median px", "pck@0.1": "PCK@0.1", "flip_consistency_px": "flip consistency px"}
+                  "epe_median": "EPE median px", "pck@0.1": "PCK@0.1", "flip_consistency_px": "flip consistency px",
+                  "found_rate": "found", "epe_found": "EPE found px", "swap_rate": "swaps"}
 
 
 def metrics_table(record: dict):
@@ -188,7 +189,7 @@ def metrics_table(record: dict):
     for name in ("no_flip", "flip"):
         m = record["results"][name]
         row = {"flip test": name == "flip"}
-        row.update({label: m[key] for key, label in METRIC_COLUMNS.items()})
+        row.update({label: m.get(key, math.nan) for key, label in METRIC_COLUMNS.items()})  # older records: NaN
         row["|bias| px"] = math.hypot(m["bias_x"], m["bias_y"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("flip test").round(3)
