@@ -63,6 +63,15 @@ def repo_relative(path) -> str:
         return str(resolved)
 
 
+def run_record_paths(folder) -> list[Path]:
+    """The training records in a ``results/runs`` folder, sorted: the COCO results files and failure notes written
+    beside them (``<run_id>.keypoints.json``, ``<run_id>.failed.json``) are not records. Empty if there is no folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.json") if not p.name.endswith((".keypoints.json", ".failed.json")))
+
+
 def from_repo(path) -> Path:
     """The inverse of ``repo_relative``: a relative path in a record is taken from the repository root."""
     path = Path(path)

@@ -95,8 +95,7 @@ def run_records(results_dir) -> list[tuple[Path, dict]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"no training records in {folder}; run `make study` (or `python -m ufpa sweep "
                                 f"profiles/cpu.yaml`) first")
-    paths = sorted(p for p in folder.glob("*.json") if not p.name.endswith((".keypoints.json", ".failed.json")))
-    out = [(p, records.read_record(p, kind="train_run")) for p in paths]
+    out = [(p, records.read_record(p, kind="train_run")) for p in records.run_record_paths(folder)]
     for path, rec in out:  # a results file left by another write of this run must not pass as this record's
         want, results = rec["results"].get("keypoints_sha256"), path.with_suffix(".keypoints.json")
         if want and results.is_file() and hashlib.sha256(results.read_bytes()).hexdigest() != want:

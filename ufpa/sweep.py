@@ -378,9 +378,7 @@ class Progress:
         folder = record_path(self.runs[0]).parent
         seconds: dict = {}
         devices, count = set(), 0
-        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-            if path.name.endswith((".keypoints.json", ".failed.json")):
-                continue
+        for path in records.run_record_paths(folder):
             try:
                 rec = records.read_record(path, "train_run")
             except (ValueError, OSError):
