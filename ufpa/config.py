@@ -130,6 +130,14 @@ def check_known_parameters(namespace: dict, known) -> None:
                          f"{', '.join(sorted(known))} (papermill passes them with -p NAME VALUE)")
 
 
+def parameters_cell(nb, path="notebook"):
+    """The one cell tagged ``parameters`` of a notebook (an ``nbformat`` node); papermill injects after it."""
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{path} needs exactly one cell tagged 'parameters', has {len(cells)}")
+    return cells[0]
+
+
 def field_comments(cls) -> dict[str, str]:
     """Each field's one-line comment in the dataclass's source (``name: type = default  # comment``), so help texts
     read the comments the config itself carries."""

@@ -805,9 +805,9 @@ def speed_summary(results_dir) -> str:
         ap, epe = table.loc["AP"], table.loc["epe_px"]
         late = [plateau(rec) for _, rec in run_records(check)]
         gains = [g for _, g in late if np.isfinite(g)]
-        lines.append(f"- **bf16 autocast on CPU at the cpu recipe's length** (`profiles/bf16_check.yaml`, {int(ap['pairs'])} "
-                     f"seeds each): flip AP {ap['bf16=true']:.3f} ± {ap['bf16=true_ci']:.3f} against fp32's "
-                     f"{ap['bf16=false']:.3f} ± {ap['bf16=false_ci']:.3f}; paired difference "
+        lines.append(f"- **bf16 autocast on CPU at the cpu recipe's length** (`profiles/bf16_check.yaml`, "
+                     f"{int(ap['pairs'])} seeds each): flip AP {ap['bf16=true']:.3f} ± {ap['bf16=true_ci']:.3f} "
+                     f"against fp32's {ap['bf16=false']:.3f} ± {ap['bf16=false_ci']:.3f}; paired difference "
                      f"{ap['difference']:+.3f} ± {ap['difference_ci']:.3f} AP (sign-flip p = {ap['p_sign_flip']:.2f}), "
                      f"end-point error {epe['difference']:+.2f} ± {epe['difference_ci']:.2f} px. "
                      f"{sum(ok for ok, _ in late)} of its {len(late)} runs met the plateau criterion (val AP still "

@@ -93,23 +93,16 @@ def parameters_cell() -> str:
     return "\n".join(lines) + "\n" + _NOTEBOOK_EXTRAS
 
 
-def _parameters(nb, path):
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{path} has {len(cells)} cells tagged 'parameters'; notebook 05 has exactly one")
-    return cells[0]
-
-
 def parameters_cell_of(path) -> str:
     """The parameters cell a notebook holds now."""
-    return _parameters(nbformat.read(path, as_version=4), path).source
+    return config.parameters_cell(nbformat.read(path, as_version=4), path).source
 
 
 def write_parameters_cell(path) -> bool:
     """Rewrite notebook 05's parameters cell from ``parameters_cell()`` (``python -m ufpa notebook-parameters``);
     returns whether it changed."""
     nb = nbformat.read(path, as_version=4)
-    cell = _parameters(nb, path)
+    cell = config.parameters_cell(nb, path)
     new = parameters_cell()
     if cell.source == new:
         return False

@@ -166,11 +166,8 @@ def notebook_parameters(path=NOTEBOOK) -> set[str]:
     """Names assigned in a notebook's ``parameters`` cell."""
     import nbformat
 
-    nb = nbformat.read(path, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{path} needs exactly one cell tagged 'parameters', has {len(cells)}")
-    return {t.id for stmt in ast.parse(cells[0].source).body for t in getattr(stmt, "targets", [])}
+    cell = config.parameters_cell(nbformat.read(path, as_version=4), path)
+    return {t.id for stmt in ast.parse(cell.source).body for t in getattr(stmt, "targets", [])}
 
 
 def check_parameters(parameters: dict, path=NOTEBOOK):
