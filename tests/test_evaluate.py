@@ -76,3 +76,48 @@ def test_localisation_is_measured_apart_from_swaps_and_gross_misses():
     assert m["epe_mean"] > 1.0 and m["pck@0.01"] == pytest.approx(32 / 34)
     none = evaluate.exact_metrics(gt + 50, gt, np.ones((2, 17)), [100, 100])
     assert none["found_rate"] == 0 and np.isnan(none["epe_found"])
+
+
+def _single_person_set(n=60, seed=1):
+    rng = np.random.default_rng(seed)
+    images, anns, preds, scores = [], [], [], []
+    for i in range(n):
+        images.append({"id": i + 1, "file_name": f"{i}.jpg", "height": 100, "width": 80})
+        k = rng.uniform(10, 70, (17, 2))
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 17,
+                     "keypoints": np.concatenate([k, np.full((17, 1), 2.0)], 1).reshape(-1).tolist(),
+                     "bbox": [5, 5, 70, 90], "area": 6300.0})
+        preds.append(k + rng.normal(0, rng.uniform(0.5, 12.0), (17, 2)))  # from nearly right to far off
+        scores.append(rng.uniform(0.2, 1.0, 17))
+    scores[3] = scores[4]  # a tie in score, broken as pycocotools breaks it
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+    return gt, evaluate.to_coco_results(list(range(1, n + 1)), np.array(preds), np.array(scores))
+
+
+def test_single_person_ap_is_pycocotools_ap_and_rescores_a_resample():
+    """The report's bootstrap over val images re-scores resampled images from each image's OKS and score; that must
+    be pycocotools' AP, not an approximation of it."""
+    gt, results = _single_person_set()
+    coco = evaluate.coco_keypoint_ap(gt, results, per_image=True)
+    ids = [r["image_id"] for r in results]
+    oks, score = [coco["oks"][i] for i in ids], [r["score"] for r in results]
+    assert 0.2 < coco["AP"] < 0.9
+    assert evaluate.single_person_ap(oks, score) == pytest.approx(coco["AP"], abs=1e-12)
+    pick = np.random.default_rng(2).integers(0, len(ids), len(ids))  # a resample, repeats included
+    gt2 = {**gt, "images": [], "annotations": []}
+    for new, j in enumerate(pick, 1):
+        gt2["images"].append({**gt["images"][j], "id": new})
+        gt2["annotations"].append({**gt["annotations"][j], "id": new, "image_id": new})
+    results2 = [{**results[j], "image_id": new} for new, j in enumerate(pick, 1)]
+    again = evaluate.coco_keypoint_ap(gt2, results2)["AP"]
+    assert evaluate.single_person_ap(np.array(oks)[pick], np.array(score)[pick]) == pytest.approx(again, abs=1e-12)
+
+
+def test_per_image_oks_only_where_each_image_holds_one_person():
+    gt = tiny_gt()
+    two = {**gt, "annotations": gt["annotations"] + [{**gt["annotations"][0], "id": 99}]}
+    k = np.array([a["keypoints"] for a in gt["annotations"]]).reshape(4, 17, 3)
+    res = evaluate.to_coco_results([1, 2, 3, 4], k[..., :2] + 2.0, np.ones((4, 17)))
+    assert set(evaluate.coco_keypoint_ap(gt, res, per_image=True)["oks"]) == {1, 2, 3, 4}
+    assert evaluate.coco_keypoint_ap(two, res, per_image=True)["oks"] is None
+    assert "oks" not in evaluate.coco_keypoint_ap(gt, res)

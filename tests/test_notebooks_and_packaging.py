@@ -12,6 +12,8 @@ import nbformat
 import pytest
 import yaml
 
+from ufpa import records
+
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,21 +285,7 @@ def test_ad_hoc_commands_write_to_scratch():
         assert (ROOT / "reports" / "results" / name).read_bytes() == data
 
 
-def _ufpa_imports(path: Path, package: Path) -> set[str]:
-    """The ufpa modules a file imports (top-level name under ufpa: 'models', 'data', ...), lazy imports included."""
-    parts = path.relative_to(package).with_suffix("").parts
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            base = list(parts[:len(parts) - node.level])  # the package the dots lead to
-            target = base + (node.module.split(".") if node.module else [])
-            names = [target + [alias.name] for alias in node.names] if not node.module else [target]
-            found |= {n[0] for n in names if n}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ufpa."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ufpa.")}
-    return found
+_ufpa_imports = records.module_imports
 
 
 def test_no_import_runs_back_up_the_house():

@@ -198,7 +198,7 @@ def test_page_with_a_raw_formula_is_refused(results, tmp_path, cell):
 
 # --- the committed reports -------------------------------------------------------------------------------------------
 
-COMMITTED = ROOT / "reports" / "results"
+COMMITTED = ROOT / "reports" / "pilot" / "results"  # the pilot study's 18 records: a fixture of real records
 
 
 @pytest.mark.skipif(not (ROOT / "reports" / "tables").is_dir(), reason="no committed tables yet")
@@ -278,7 +278,7 @@ def _edit(path, change):
     (lambda r: r["config"].update(epochs=8), r"seeds of one condition .* different configs \(epochs 2 vs 8\)"),
     (lambda r: r["results"]["flip"].update(AP=None), r"flip AP is None, not a finite number"),
     (lambda r: r["results"]["flip"].update(AP="0.9"), r"flip AP is '0.9', not a finite number"),
-    (lambda r: r["provenance"].update(git_commit="f" * 40), r"made at 2 commits .* a report is of one commit"),
+    (lambda r: r["provenance"].update(git_commit="f" * 40), r"2 versions of the training code .*commit ffffffffff"),
     (lambda r: r["config"].update(seed=0), r"seed\(s\) \[0\] more than once"),
 ])
 def test_a_report_pools_only_seeds_of_one_identical_config(results, change, message):
@@ -298,6 +298,18 @@ def test_a_copied_record_counts_once_and_commits_pool_only_when_asked(results):
     copy.write_bytes(first.read_bytes())
     with pytest.raises(ValueError, match="are the same run"):
         report.load_runs(results, one_commit=False)
+
+
+def test_runs_of_one_training_code_pool_across_commits(results):
+    """A sweep resumed after a commit that touched only the report pools; one whose training code changed does not."""
+    paths = sorted((results / "runs").glob("*-s?-*[0-9a-f].json"))
+    for i, path in enumerate(paths):
+        _edit(path, lambda r, i=i: (r["results"].update(code_fingerprint="c0de" * 4),
+                                    r["provenance"].update(git_commit=f"{i % 2:x}" * 40)))
+    assert len(report.load_runs(results)) == 36
+    _edit(paths[0], lambda r: r["results"].update(code_fingerprint="beef" * 4))
+    with pytest.raises(ValueError, match="2 versions of the training code"):
+        report.load_runs(results)
 
 
 def test_flip_test_off_reaches_every_table_and_figure(results, tmp_path, monkeypatch):

@@ -97,3 +97,27 @@ def test_the_committed_cross_cpu_records_are_within_tolerance():
     quoted = " / ".join(f"{r['results']['flip']['AP']:.3f}" for r in (committed, others["avx512"], others["avx2"]))
     readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert f"flip AP {quoted};" in readme
+def test_the_code_fingerprint_follows_what_training_imports(tmp_path):
+    """A run's identity includes its code: the modules train reaches by import and notebook 05's code cells, and
+    nothing the report alone uses (so records pool across commits that changed only the report)."""
+    import shutil
+
+    package = tmp_path / "ufpa"
+    shutil.copytree(records.REPO_ROOT / "ufpa", package)
+    notebook = tmp_path / "05.ipynb"
+    shutil.copy(records.TRAINING_NOTEBOOK, notebook)
+    before = records.code_fingerprint(notebook=notebook, package=package)
+    assert before == records.code_fingerprint(notebook=notebook, package=package)
+    (package / "report.py").write_text((package / "report.py").read_text() + "\n# a report change\n")
+    assert records.code_fingerprint(notebook=notebook, package=package) == before
+    (package / "models" / "hrnet.py").write_text((package / "models" / "hrnet.py").read_text() + "\n# a model change\n")
+    changed = records.code_fingerprint(notebook=notebook, package=package)
+    assert changed != before
+    nb = json.loads(notebook.read_text())
+    nb["cells"][-1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "an output\n"}]
+    notebook.write_text(json.dumps(nb))
+    assert records.code_fingerprint(notebook=notebook, package=package) == changed  # outputs do not count
+    code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    code["source"] = "".join(code["source"]) + "\nx = 1\n"
+    notebook.write_text(json.dumps(nb))
+    assert records.code_fingerprint(notebook=notebook, package=package) != changed

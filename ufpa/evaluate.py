@@ -68,8 +68,10 @@ def load_results(results) -> list[dict]:
     return results
 
 
-def coco_keypoint_ap(gt_json, results) -> dict:
-    """COCO keypoint AP/AR (keys ``AP_KEYS``) of ``results`` against ``gt_json`` (a path or a COCO dict)."""
+def coco_keypoint_ap(gt_json, results, per_image: bool = False) -> dict:
+    """COCO keypoint AP/AR (keys ``AP_KEYS``) of ``results`` against ``gt_json`` (a path or a COCO dict). With
+    ``per_image``, where every image holds one person and one result, also ``oks`` {image id: pycocotools' OKS of its
+    result} (what ``single_person_ap`` needs to re-score a resampled set of images); else ``oks`` is None."""
     from pycocotools.cocoeval import COCOeval
 
     gt = _load_gt(gt_json)
@@ -97,7 +99,37 @@ def coco_keypoint_ap(gt_json, results) -> dict:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {key: float(v) for key, v in zip(AP_KEYS, ev.stats)}
+    out = {key: float(v) for key, v in zip(AP_KEYS, ev.stats)}
+    if per_image:
+        single = all(np.shape(ev.ious.get((i, c), ())) == (1, 1) for i in gt.getImgIds() for c in gt.getCatIds())
+        out["oks"] = {int(i): float(ev.ious[(i, c)][0, 0]) for i in gt.getImgIds() for c in gt.getCatIds()} \
+            if single else None
+    return out
+
+
+OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # pycocotools' IoU thresholds for keypoints
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+
+
+def single_person_ap(oks, scores) -> float:
+    """COCO keypoint AP of results where each image holds one person and one result (``oks``, ``scores``: one per
+    image, repeats allowed, as in a bootstrap resample): pycocotools' accumulate (results by score, stable order;
+    precision made monotone; 101 recall points; mean over OKS 0.50:0.05:0.95), without re-running its matching."""
+    oks, scores = np.asarray(oks, np.float64), np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    oks = oks[order]
+    n = len(oks)
+    precisions = []
+    for t in OKS_THRESHOLDS:
+        tp = np.cumsum(oks >= t)
+        fp = np.cumsum(oks < t)
+        recall = tp / n
+        precision = tp / np.maximum(tp + fp, np.spacing(1))
+        precision = np.maximum.accumulate(precision[::-1])[::-1]
+        idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+        q = np.where(idx < n, precision[np.minimum(idx, n - 1)], 0.0)
+        precisions.append(q.mean())
+    return float(np.mean(precisions))
 
 
 def to_coco_results(image_ids, keypoints, keypoint_scores, box_scores=None, category_id: int = 1,
@@ -169,6 +201,9 @@ def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.01, 0.02, 0.05
     to_partner = np.linalg.norm(pred - gt[:, partner], axis=-1)
     swapped = mask & mask[:, partner] & (partner != np.arange(k)) & (to_partner < dist)
     found = mask & ~swapped & (dist <= found_radius * sizes)
+    instances = {"visible": mask.sum(1).tolist(), "found": found.sum(1).tolist(),
+                 "swapped": swapped.sum(1).tolist(), "epe_sum": np.where(mask, dist, 0.0).sum(1).tolist(),
+                 "epe_found_sum": np.where(found, dist, 0.0).sum(1).tolist()}
     out = {"keypoints": int(mask.sum()), "epe_mean": float(dist[mask].mean()),
            "epe_median": float(np.median(dist[mask])),
            "bias_x": float(err[..., 0][mask].mean()), "bias_y": float(err[..., 1][mask].mean()),
@@ -180,7 +215,8 @@ def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.01, 0.02, 0.05
            "epe_found": float(dist[found].mean()) if found.any() else float("nan"),
            "epe_found_per_joint": joint_mean(dist, found).tolist(),
            "bias_found_x": float(err[..., 0][found].mean()) if found.any() else float("nan"),
-           "bias_found_y": float(err[..., 1][found].mean()) if found.any() else float("nan")}
+           "bias_found_y": float(err[..., 1][found].mean()) if found.any() else float("nan"),
+           "instances": instances}  # per instance, for resampling images (``INSTANCE_FIELDS``)
     for t in pck_thresholds:
         out[f"pck@{t:g}"] = float((dist <= t * sizes)[mask].mean())
     return out
@@ -248,8 +284,12 @@ def evaluate_model(model, codec, dataset, annotations, device, flip_test: bool, 
     ids = {i.image_id for i in insts}
     doc["images"] = [im for im in doc["images"] if im["id"] in ids]  # a val_limit subset is scored on its images
     doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in ids]
-    metrics = coco_keypoint_ap(doc, coco)
+    metrics = coco_keypoint_ap(doc, coco, per_image=True)
+    oks = metrics.pop("oks")
     metrics.update(exact_metrics(keypoints, gt, visible, boxes))
+    ids = [i.image_id for i in insts]
+    metrics["instances"] |= {"image_id": ids, "score": [r["score"] for r in coco],
+                             "oks": [oks[i] for i in ids] if oks is not None and len(set(ids)) == len(ids) else None}
     if consistency:
         metrics["flip_consistency_px"] = flip_consistency(pred["direct"], pred["mirrored"], visible)
     metrics["flip_test"] = flip_test

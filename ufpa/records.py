@@ -7,8 +7,10 @@ atomically, so an interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -63,13 +65,17 @@ def repo_relative(path) -> str:
         return str(resolved)
 
 
+SIDECARS = (".keypoints.json", ".instances.json", ".failed.json")
+
+
 def run_record_paths(folder) -> list[Path]:
-    """The training records in a ``results/runs`` folder, sorted: the COCO results files and failure notes written
-    beside them (``<run_id>.keypoints.json``, ``<run_id>.failed.json``) are not records. Empty if there is no folder."""
+    """The training records in a ``results/runs`` folder, sorted: the files written beside them (COCO results
+    ``<run_id>.keypoints.json``, per-image results ``<run_id>.instances.json``, failure notes ``<run_id>.failed.json``)
+    are not records. Empty if there is no folder."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.glob("*.json") if not p.name.endswith((".keypoints.json", ".failed.json")))
+    return sorted(p for p in folder.glob("*.json") if not p.name.endswith(SIDECARS))
 
 
 def from_repo(path) -> Path:
@@ -100,6 +106,60 @@ def device_description() -> str:
     except OSError:
         pass
     return f"cpu:{model} x{os.cpu_count()}"
+
+
+def module_imports(path: Path, package: Path = REPO_ROOT / "ufpa") -> set[str]:
+    """The ufpa modules a source file imports (top-level name under ufpa: 'models', 'data', ...), lazy ones too."""
+    parts = Path(path).relative_to(package).with_suffix("").parts
+    found = set()
+    for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(parts[:len(parts) - node.level])  # the package the dots lead to
+            target = base + (node.module.split(".") if node.module else [])
+            names = [target + [alias.name] for alias in node.names] if not node.module else [target]
+            found |= {n[0] for n in names if n}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ufpa."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ufpa.")}
+    return found
+
+
+def _module_files(name: str, package: Path) -> list[Path]:
+    folder = package / name
+    return sorted(folder.rglob("*.py")) if folder.is_dir() else [package / f"{name}.py"]
+
+
+# What a training run's numbers depend on besides its config and data: the notebook that runs it and every ufpa
+# module ``train`` reaches by import. The report, the stats and the page are not in it, so a commit that changes only
+# them keeps the fingerprint and runs made before and after it still pool.
+TRAINING_ENTRY = ("train",)
+TRAINING_NOTEBOOK = REPO_ROOT / "notebooks" / "05_train.ipynb"
+
+
+def code_fingerprint(entry=TRAINING_ENTRY, notebook: Path | None = TRAINING_NOTEBOOK,
+                     package: Path = REPO_ROOT / "ufpa") -> str:
+    """sha256 (16 hex digits) of the source files of the modules ``entry`` imports, transitively, and of the
+    notebook's code cells (outputs and metadata do not count)."""
+    seen, todo = set(), list(entry)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for path in _module_files(name, package):
+            todo += sorted(module_imports(path, package) - seen)
+    digest = hashlib.sha256()
+    files = [package / "__init__.py"] + [f for name in sorted(seen) for f in _module_files(name, package)]
+    for path in files:
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    if notebook is not None:
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                source = cell["source"]
+                digest.update(("".join(source) if isinstance(source, list) else source).encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def provenance(seed: int | None = None) -> dict:

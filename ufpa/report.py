@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import records, stats, viz
 from .models import ALIGNMENTS
-from .train import condition
+from .train import arm_name, condition
 
 # Method order of the paper's tables is the registry's (ALIGNMENTS); each alignment keeps its colour in every figure.
 COLOURS = viz.ALIGNMENT_COLOURS
@@ -76,9 +76,12 @@ def run_rows(record: dict) -> list[dict]:
             "epochs": cfg["epochs"], "data": Path(cfg["data"]).name,
             "AP": m["AP"], "AP50": m["AP50"], "AP75": m["AP75"], "AR": m["AR"], "epe_px": m["epe_mean"],
             "epe_median_px": m["epe_median"], "abs_bias_px": float(np.nanmean(bias)),
-            "flip_consistency_px": m["flip_consistency_px"], "pck_0.05": m.get("pck@0.05"),
+            "flip_consistency_px": m["flip_consistency_px"], "pck_0.05": m.get("pck@0.05", np.nan),
             "found_rate": m.get("found_rate", np.nan), "epe_found_px": m.get("epe_found", np.nan),
-            "swap_rate": m.get("swap_rate", np.nan),
+            "swap_rate": m.get("swap_rate", np.nan), "pck_0.01": m.get("pck@0.01", np.nan),
+            "pck_0.02": m.get("pck@0.02", np.nan),
+            "padding": cfg.get("padding", ""),
+            "arm": arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
             "params_M": res["params"] / 1e6, "gflops": res["gflops"], "wall_s": res["wall_s"],
             "images_per_s": res["images_per_s"], "final_loss": curve[-1]["loss"] if curve else None,
             "plateau": converged, "late_gain_AP": late_gain,
@@ -114,6 +117,13 @@ def _condition(rec: dict) -> dict:
     return {**condition(rec["config"]), "data_fingerprint": rec["results"].get("data_fingerprint")}
 
 
+def code_identity(rec: dict) -> str:
+    """The version of the code a run's numbers came from: the training code's fingerprint
+    (``records.code_fingerprint``), or, for a record made before there was one, its commit."""
+    code = rec["results"].get("code_fingerprint")
+    return f"code {code}" if code else f"commit {rec['provenance']['git_commit'][:10]}"
+
+
 def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> None:
     """What a report may pool, checked before anything is averaged: each record once; every metric a finite number;
     the seeds of a condition (model, head, codec, size, alignment) distinct seeds of one identical config (everything
@@ -135,7 +145,8 @@ def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> Non
     groups: dict = {}
     for path, rec in recs:
         cfg = rec["config"]
-        key = (cfg["model"], cfg["head"], cfg["codec"], _size(cfg["input_size"]), cfg["alignment"])
+        key = (cfg["model"], cfg["head"], cfg["codec"], _size(cfg["input_size"]), cfg["alignment"],
+               cfg.get("padding") or "own padding")
         groups.setdefault(key, []).append((path, rec))
     for key, members in groups.items():
         first_path, first = members[0]
@@ -150,11 +161,11 @@ def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> Non
         if len(set(seeds)) != len(seeds):
             twice = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ValueError(f"condition {'/'.join(key)} has seed(s) {twice} more than once: a seed counts once")
-    commits = {rec["provenance"]["git_commit"] for _, rec in recs}
-    if one_commit and len(commits) > 1:
-        named = ", ".join(sorted(c[:10] for c in commits))
-        raise ValueError(f"the records were made at {len(commits)} commits ({named}): a report is of one commit; "
-                         "re-run the others at one commit, or pass one_commit=False to pool them knowingly")
+    codes = {code_identity(rec) for _, rec in recs}
+    if one_commit and len(codes) > 1:
+        named = ", ".join(sorted(codes))
+        raise ValueError(f"the records were made with {len(codes)} versions of the training code ({named}): a report "
+                         "is of one; re-run the others at one commit, or pass one_commit=False to pool them knowingly")
 
 
 def load_runs(results_dir, one_commit: bool = True) -> pd.DataFrame:
@@ -217,7 +228,7 @@ def compare_field(results_dir, field: str, metrics=("AP", "epe_px"), flip_test: 
 
 # --- aggregation -----------------------------------------------------------------------------------------------------
 
-KEYS = ["model", "head", "codec", "size", "alignment", "flip_test"]
+KEYS = ["model", "head", "codec", "size", "alignment", "padding", "flip_test"]
 
 
 def aggregate(frame: pd.DataFrame, metrics=METRICS, level: float = 0.95) -> pd.DataFrame:

@@ -41,6 +41,7 @@ from .train import (
     DONE,
     PATH_FIELDS,
     TrainConfig,
+    arm,
     condition_id,
     finished,
     record_path,
@@ -51,7 +52,11 @@ from .train import (
 )
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
-GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports")
+GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports", "design")
+# The report's columns a design may name as its metric (each run's value at the design's flip setting).
+DESIGN_METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "epe_found_px", "found_rate", "swap_rate", "pck_0.01",
+                  "pck_0.02", "pck_0.05")
+DESIGN_KEYS = ("metric", "flip_test", "level", "primary", "decomposition", "secondary")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -162,6 +167,76 @@ def expand(doc: dict, reports: str | None = None) -> list[TrainConfig]:
     return runs
 
 
+def comparisons(design: dict) -> list[dict]:
+    """A design's comparisons, primary first: each {role, name, control, treatment}. The decomposition's consecutive
+    steps come before the other secondary comparisons; together they are one family."""
+    out = []
+    if design.get("primary"):
+        out.append({"role": "primary", "name": design["primary"].get("name", "primary"),
+                    "control": design["primary"]["control"], "treatment": design["primary"]["treatment"]})
+    chain = design.get("decomposition") or []
+    for a, b in zip(chain, chain[1:]):
+        out.append({"role": "secondary", "name": f"step {a} -> {b}", "control": a, "treatment": b})
+    for c in design.get("secondary") or []:
+        out.append({"role": "secondary", "name": c.get("name", f"{c['treatment']} vs {c['control']}"),
+                    "control": c["control"], "treatment": c["treatment"]})
+    return out
+
+
+def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
+    """The profile's pre-registered design, checked against its grid: known keys, every comparison between two arms
+    the grid trains (``train.arm`` names them) on the same seeds, and a metric the report knows. Returns the design
+    with its defaults (metric AP, flip test on, level 0.95)."""
+    design = doc["design"]
+    where = f"profile {doc['name']!r}, design"
+    if not isinstance(design, dict):
+        raise ValueError(f"{where}: must be a mapping with keys {DESIGN_KEYS}")
+    unknown = set(design) - set(DESIGN_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; a design has {DESIGN_KEYS}")
+    design = {"metric": "AP", "flip_test": True, "level": 0.95, **design}
+    if design["metric"] not in DESIGN_METRICS:
+        raise ValueError(f"{where}: metric {design['metric']!r} is not one of {DESIGN_METRICS}")
+    seeds: dict = {}
+    for cfg in runs:
+        seeds.setdefault(arm(cfg), set()).add(cfg.seed)
+    pairs = comparisons(design)
+    if not pairs:
+        raise ValueError(f"{where}: names no comparison; give a primary (control and treatment arms) or secondary "
+                         "ones")
+    for c in pairs:
+        for side in ("control", "treatment"):
+            if c[side] not in seeds:
+                raise ValueError(f"{where}: {c['name']}: {side} {c[side]!r} is not an arm of the grid; its arms "
+                                 f"are {sorted(seeds)} (alignment[-<padding>pad] HxW-as-run codec)")
+        if seeds[c["control"]] != seeds[c["treatment"]]:
+            raise ValueError(f"{where}: {c['name']}: the two arms have different seeds ({sorted(seeds[c['control']])} "
+                             f"vs {sorted(seeds[c['treatment']])}); paired comparisons need the same seeds")
+    return design
+
+
+def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
+    """Write the design as a record (``<reports>/results/design/<name>.json``) before any run of it trains: the
+    pre-registration, with its time and commit. A design already registered stays as it was; a different one is
+    refused (changing the plan after seeing results is not pre-registration)."""
+    design = check_design(doc, runs)
+    arms: dict = {}
+    for cfg in runs:
+        arms.setdefault(arm(cfg), []).append(run_id(cfg))
+    path = Path(runs[0].reports) / "results" / "design" / f"{doc['name']}.json"
+    config_doc = json.loads(json.dumps({"profile": doc["name"], **design}))
+    results = {"arms": arms, "comparisons": comparisons(design)}
+    if path.is_file():
+        old = records.read_record(path, kind="design")
+        if old["config"] != config_doc or old["results"] != results:
+            raise ValueError(f"{path} registered another design for profile {doc['name']!r} at "
+                             f"{old['provenance']['time_utc']}: changing it now would not be pre-registered. Give "
+                             "the new design its own profile name (or reports folder), or delete that record "
+                             "knowingly")
+        return path
+    return records.write_record(path, "design", config_doc, results)
+
+
 def notebook_parameters(path=NOTEBOOK) -> set[str]:
     """Names assigned in a notebook's ``parameters`` cell."""
     import nbformat
@@ -266,7 +341,10 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
         raise ValueError(f"jobs={jobs}: must be >= 1")
     doc = load_grid(grid_path)
     notebook = records.from_repo(doc["notebook"]) if doc.get("notebook") else NOTEBOOK
-    runs = per_job_workers(expand(doc, reports)[i::n], jobs)
+    every = expand(doc, reports)
+    runs = per_job_workers(every[i::n], jobs)
+    if doc.get("design"):
+        register_design(doc, every)
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
 
@@ -281,8 +359,9 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
         finally:
             status.finished(j)
 
-    # Longest runs first (pixels x epochs), so parallel jobs finish together; rows come back in grid order.
-    order = sorted(range(len(runs)), key=lambda j: -_cost(runs[j]))
+    # Seed by seed (a sweep cut short leaves whole paired seeds), longest runs first within a seed (pixels x epochs),
+    # so parallel jobs finish together; rows come back in grid order.
+    order = sorted(range(len(runs)), key=lambda j: (runs[j].seed, -_cost(runs[j])))
     rows: list = [None] * len(runs)
     with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run",
               bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}]{postfix}") as bar:

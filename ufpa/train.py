@@ -103,6 +103,18 @@ def effective_input_size(cfg: TrainConfig) -> tuple[int, int]:
     return run_size(cfg.model, cfg.alignment, cfg.input_size)
 
 
+def arm_name(alignment: str, padding: str, run_size, codec: str) -> str:
+    """A condition's name in a study design: its alignment (with the padding a control sets), the size it runs at
+    and its codec, e.g. 'ufpa 97x65 udp', 'ufpa-zerospad 97x65 udp'. Seeds of one condition share it."""
+    h, w = run_size
+    return f"{alignment}-{padding}pad {h}x{w} {codec}" if padding else f"{alignment} {h}x{w} {codec}"
+
+
+def arm(cfg: TrainConfig) -> str:
+    """``arm_name`` of a config (its size as it runs: ``effective_input_size``)."""
+    return arm_name(cfg.alignment, cfg.padding, effective_input_size(cfg), cfg.codec)
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every field up front (before any data is read or folder written); errors name the field and the fix."""
     def need(ok, msg):
@@ -223,12 +235,9 @@ def data_fingerprint(cfg: TrainConfig) -> str:
 
 
 def code_fingerprint() -> str:
-    """The ufpa package's source in 16 hex digits: changes with any edit, committed or not (a git commit does not)."""
-    digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(f"{path.relative_to(package)}\0".encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
+    """The code a run's numbers depend on in 16 hex digits (``records.code_fingerprint``: the modules training
+    imports and notebook 05's code cells): changes with any edit there, committed or not (a git commit does not)."""
+    return records.code_fingerprint()
 
 
 def check_resume(state: dict, path: Path, data: str, code: str) -> None:
@@ -676,17 +685,24 @@ def finish(cfg, model, codec, train_ds, val_ds, rt: Runtime, history, elapsed, d
     ``DONE`` marker (written last: a run killed before it is not finished)."""
     results = {"run_id": run_id(cfg), "data_fingerprint": fingerprints["data_fingerprint"],
                "code_fingerprint": fingerprints["code_fingerprint"]}
+    instances = {}
     for flip in (False, True):
         metrics = evaluate_run(cfg, model, codec, val_ds, rt, flip_test=flip)
         if not cfg.progress:
             print(f"evaluation {'with' if flip else 'without'} flip test: AP {metrics['AP']:.3f}, EPE "
                   f"{metrics['epe_mean']:.2f} px", flush=True)
         coco = metrics.pop("coco_results")
+        instances["flip" if flip else "no_flip"] = {k: [round(v, 4) for v in vs] if k.startswith("epe") else vs
+                                                    for k, vs in metrics.pop("instances").items()}  # px to 1e-4
         results["flip" if flip else "no_flip"] = metrics
         if flip:  # the record names the results file's hash: a record and a results file of two runs never pair
             text = json.dumps(coco)
             results["keypoints_sha256"] = hashlib.sha256(text.encode()).hexdigest()
             records.atomic_write_text(record_path(cfg).with_suffix(".keypoints.json"), text)
+    # per image, for the report's bootstrap over val images; compact (one line), its hash in the record
+    text = json.dumps(instances, separators=(",", ":"))
+    results["instances_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    records.atomic_write_text(record_path(cfg).with_suffix(".instances.json"), text)
     cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
     results["misalignment"] = misalignment_summary(cfg)
     images = sum(h["images_per_s"] * h["seconds"] for h in history)
