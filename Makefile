@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study sweep report test venv lint notebooks clean gpu-check
+.PHONY: study study-controls study-codecs sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -42,6 +42,14 @@ report: $(STAMP)
 
 sweep: $(STAMP)
 	$(BIN)/python -m ufpa sweep $(PROFILE) --jobs $(JOBS)
+
+# The rest of the CPU study's design (issue 21), each about 2 h on 2 cores: the controls that split the primary's first
+# step, and the codec axis. Their records join reports/ (their designs join the secondary family); `make report` after.
+study-controls: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_controls.yaml --jobs $(JOBS)
+
+study-codecs: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_codecs.yaml --jobs $(JOBS)
 
 # Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
 test: $(STAMP)

@@ -100,6 +100,7 @@ def test_a_comparison_with_runs_still_learning_makes_no_claim(tmp_path):
 
 
 def test_render_all_writes_every_table_and_figure(results, tmp_path):
+    register(results)
     shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
     assert set(shown) == set(report.TABLES)
     for name in report.TABLES:
@@ -199,13 +200,15 @@ def test_page_with_a_raw_formula_is_refused(results, tmp_path, cell):
 # --- the committed reports -------------------------------------------------------------------------------------------
 
 COMMITTED = ROOT / "reports" / "pilot" / "results"  # the pilot study's 18 records: a fixture of real records
+STUDY = ROOT / "reports" / "results"  # the study's records, which reports/tables and the README quote
+needs_study = pytest.mark.skipif(not records.run_record_paths(STUDY / "runs"), reason="no study records yet")
 
 
-@pytest.mark.skipif(not (ROOT / "reports" / "tables").is_dir(), reason="no committed tables yet")
-@pytest.mark.parametrize("name", ["main", "ablation", "low_resolution"])
+@needs_study
+@pytest.mark.parametrize("name", ["main", "ablation", "low_resolution", "design", "decomposition", "localisation"])
 def test_committed_tables_agree_with_committed_records(name):
-    frame = report.load_runs(COMMITTED)
-    fresh = report.TABLES[name][0](frame, COMMITTED)
+    frame = report.load_runs(STUDY)
+    fresh = report.TABLES[name][0](frame, STUDY)
     committed = pd.read_csv(ROOT / "reports" / "tables" / f"{name}.csv")
     assert list(committed.columns) == list(fresh.columns)
     for col in fresh.columns:
@@ -220,18 +223,20 @@ def test_fill_markers():
 
 
 @pytest.mark.skipif(not (ROOT / "reports" / "tables").is_dir(), reason="no committed tables yet")
+@needs_study
 def test_readme_quotes_the_generated_tables_and_findings():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    blocks = report.readme_blocks(COMMITTED, ROOT / "reports" / "tables")
+    blocks = report.readme_blocks(STUDY, ROOT / "reports" / "tables")
     assert "<!-- ufpa:findings -->" in readme
     assert report.fill_markers(readme, blocks) == readme, "README differs from the records: run `make report`"
 
 
-def test_every_run_notebook_has_its_record():
-    for nb in (ROOT / "reports" / "runs").glob("*.ipynb"):
-        assert (COMMITTED / "runs" / f"{nb.stem}.json").is_file(), f"{nb.name} has no record behind it"
-    for path in COMMITTED.rglob("*.json"):
-        if not path.name.endswith((".keypoints.json", ".failed.json")):
+@pytest.mark.parametrize("folder", [ROOT / "reports", ROOT / "reports" / "pilot"])
+def test_every_run_notebook_has_its_record(folder):
+    for nb in (folder / "runs").glob("*.ipynb"):
+        assert (folder / "results" / "runs" / f"{nb.stem}.json").is_file(), f"{nb.name} has no record behind it"
+    for path in (folder / "results").rglob("*.json"):
+        if not path.name.endswith(records.SIDECARS):
             records.read_record(path)  # every committed record passes the schema
 
 
@@ -242,6 +247,7 @@ def test_one_seed_says_it_has_no_interval(tmp_path):
     assert "no interval" in text and "nan" not in text and "ΔAP +0.100" in text
 
 
+@needs_study
 def test_records_elsewhere_never_rewrite_the_readme_and_a_fresh_clone_reports(tmp_path):
     """`UFPA_REPORTS_DIR=/scratch python -m ufpa report --tables-only` rendered scratch records into the committed
     README; and `make report` on a fresh clone (records committed, no checkpoints) died on notebook 05 (issue 18)."""
@@ -331,11 +337,13 @@ def test_flip_test_off_reaches_every_table_and_figure(results, tmp_path, monkeyp
             return real(*args, **kwargs)
         monkeypatch.setattr(report, name, wrapped)
 
-    for name in ("main_table", "lowres_table", "accuracy_vs_size", "paired_gain", "misalignment_and_gain",
-                 "bias_fields"):
+    names = ("main_table", "lowres_table", "accuracy_by_arm", "localisation_table", "localisation_comparisons",
+             "per_joint_figure", "misalignment_and_gain", "bias_fields")
+    for name in names:
         spy(name)
+    register(results)  # the design's own table and figures keep its registered flip setting
     report.render_all(results, tmp_path / "t", tmp_path / "f", flip_test=False)
-    assert settings == dict.fromkeys(settings, False) and len(settings) == 6
+    assert settings == dict.fromkeys(settings, False) and len(settings) == len(names)
 
 
 def test_compare_field_pairs_two_values_of_one_field_and_refuses_more():
@@ -348,3 +356,109 @@ def test_compare_field_pairs_two_values_of_one_field_and_refuses_more():
     assert table.loc["AP", "bf16=true"] == pytest.approx(np.mean(frame[True]))
     with pytest.raises(ValueError, match="3 values of 'alignment'"):
         report.compare_field(COMMITTED, "alignment")
+
+
+# --- the registered design (issue 21) --------------------------------------------------------------------------------
+
+DESIGN = {"metric": "AP", "flip_test": True, "level": 0.95,
+          "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
+          "decomposition": ["baseline 96x64 udp", "ufpa_any 96x64 udp", "ufpa 97x65 udp"],
+          "secondary": [{"control": "baseline 128x96 udp", "treatment": "ufpa 129x97 udp"}]}
+
+
+def register(results, design=DESIGN, profile="t"):
+    from ufpa import sweep
+
+    records.write_record(results / "design" / f"{profile}.json", "design", {"profile": profile, **design},
+                         {"arms": {}, "comparisons": sweep.comparisons(design)})
+
+
+def write_instances(results, run_id, oks, seed=0):
+    """Per-image results for a fake record, its hash put in the record as train puts it."""
+    import hashlib
+
+    rng = np.random.default_rng(seed)
+    n = len(oks)
+    one = {"visible": [17] * n, "found": rng.integers(10, 18, n).tolist(), "swapped": [0] * n,
+           "epe_sum": (17 * rng.uniform(1, 5, n)).tolist(), "epe_found_sum": (10 * rng.uniform(1, 3, n)).tolist(),
+           "image_id": list(range(1, n + 1)), "score": rng.uniform(0.5, 1, n).tolist(), "oks": list(oks)}
+    text = json.dumps({"no_flip": one, "flip": one}, separators=(",", ":"))
+    (results / "runs" / f"{run_id}.instances.json").write_text(text)
+    _edit(results / "runs" / f"{run_id}.json",
+          lambda r: r["results"].update(instances_sha256=hashlib.sha256(text.encode()).hexdigest()))
+
+
+def test_the_design_table_corrects_the_family_and_claims_only_what_its_intervals_allow(results):
+    register(results)
+    frame = report.load_runs(results)
+    table = report.design_table(frame, results, resamples=200).set_index("name")
+    assert list(table["role"]) == ["primary", "secondary", "secondary", "secondary"]
+    primary = table.loc["primary"]
+    assert primary["diff"] == pytest.approx(0.02) and primary["interval_level"] == 0.95
+    assert primary["diff_lo"] < 0 < primary["diff_hi"]  # 0.01, 0.02, 0.03 over three seeds: t(2) is wide
+    assert primary["verdict"].startswith("not resolved")
+    secondary = table[table["role"] == "secondary"]
+    assert list(secondary["interval_level"]) == pytest.approx([1 - 0.05 / 3] * 3)
+    assert list(secondary["p_holm"]) == pytest.approx(report.stats.holm(list(secondary["p_t"])), nan_ok=True)
+    lower = table.loc["step baseline 96x64 udp -> ufpa_any 96x64 udp"]
+    assert lower["diff"] == pytest.approx(-0.02) and lower["verdict"].startswith("lower")  # every seed -0.02
+    assert np.isnan(primary["boot_lo"])  # no per-image results in these records: no image bootstrap
+    decomposition = report.decomposition_table(report.design_table(frame, results, resamples=50)).set_index("part")
+    assert decomposition.loc["sum of the steps", "diff"] == pytest.approx(decomposition.loc["primary (total)", "diff"])
+    assert decomposition.loc["sum of the steps", "verdict"].startswith("chains")
+
+
+def test_no_claim_from_runs_that_had_not_plateaued(tmp_path):
+    folder = tmp_path / "results"
+    for seed in range(3):
+        fake_record(folder, "baseline", (96, 64), seed, 0.5, late_gain=0.02)
+        fake_record(folder, "ufpa_any", (96, 64), seed, 0.55 + 0.001 * seed)
+    register(folder, {"metric": "AP", "flip_test": True, "level": 0.95,
+                      "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}})
+    frame = report.load_runs(folder)
+    row = report.design_table(frame, folder, resamples=50).iloc[0]
+    assert row["diff_lo"] > 0 and row["verdict"] == "no claim: 3 of its 6 runs had not plateaued"
+    text = report.findings(frame, results_dir=folder)
+    assert "registered before its runs" in text and "**no claim: 3 of its 6 runs had not plateaued**" in text
+    assert "higher" not in text.split("**Primary")[1].split("\n")[0]
+
+
+def test_the_image_bootstrap_reads_each_runs_per_image_results_and_checks_them(results):
+    register(results)
+    runs = {p.stem: json.loads(p.read_text()) for p in (results / "runs").glob("*-00000000.json")}
+    rng = np.random.default_rng(0)
+    for rid, rec in runs.items():
+        if rec["config"]["input_size"] == [96, 64]:
+            lift = {"baseline": 0.0, "ufpa": 0.08, "ufpa_any": -0.05}[rec["config"]["alignment"]]
+            write_instances(results, rid, np.clip(rng.uniform(0.4, 0.9, 50) + lift, 0, 1), rec["config"]["seed"])
+    frame = report.load_runs(results)
+    table = report.design_table(frame, results, resamples=300).set_index("name")
+    primary = table.loc["primary"]
+    assert 0 < primary["boot_lo"] < primary["boot_hi"]  # every image lifted by 0.08 OKS
+    assert np.isnan(table.loc["ufpa 129x97 udp vs baseline 128x96 udp", "boot_lo"])  # no files at 128x96
+    loc = report.localisation_comparisons(frame, results, resamples=100)
+    assert set(loc["metric"]) == {"found_rate", "epe_found_px", "swap_rate", "pck_0.01", "epe_px"}
+    victim = next((results / "runs").glob("hrnet_w8_tiny-ufpa-96x64-*.instances.json"))
+    victim.write_text(victim.read_text().replace("0.", "0.1", 1))
+    report._DESIGN_CACHE.clear()
+    with pytest.raises(ValueError, match="is not the per-image file of the record"):
+        report.design_table(frame, results, resamples=10)
+
+
+def test_designs_that_disagree_are_refused(results):
+    register(results)
+    register(results, {**DESIGN, "flip_test": False}, profile="other")
+    with pytest.raises(ValueError, match="disagree on metric, flip test or level"):
+        report.design(results)
+    register(results, {**DESIGN, "primary": {"control": "baseline 128x96 udp", "treatment": "ufpa 129x97 udp"}},
+             profile="other")
+    with pytest.raises(ValueError, match="2 primary comparisons registered"):
+        report.design(results)
+
+
+def test_the_power_table_sizes_seeds_from_a_pilot(results):
+    table = report.power_table(report.load_runs(results)).set_index(["size", "alignment"])
+    ufpa = table.loc[("96x64", "ufpa")]
+    assert ufpa["d_AP"] == pytest.approx(0.02) and ufpa["sd"] == pytest.approx(0.01)
+    assert ufpa["seeds_alpha"] == report.stats.seeds_for_power(0.02, 0.01)
+    assert ufpa["seeds_holm_4"] >= ufpa["seeds_alpha"]

@@ -28,12 +28,51 @@ def grid(tmp_path_factory):
 
 def test_profiles_expand_and_validate():
     smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
+    assert len(smoke) == 2
+    counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "gpu": 56}
+    for name, count in counts.items():
+        doc = sweep.load_grid(ROOT / "profiles" / f"{name}.yaml")
+        runs = sweep.expand(doc)
+        assert len({sweep.run_id(c) for c in runs}) == len(runs) == count, name
+        if name != "pilot":  # the study's profiles name their comparisons before they run
+            design = sweep.check_design(doc, runs)
+            assert {s for c in runs for s in [c.seed]} == set(range(7)), "seeds sized by the pilot: at least 7"
+            assert design["metric"] == "AP" and design["flip_test"] is True
     cpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
-    gpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "gpu.yaml"))
-    assert len(smoke) == 2 and len({sweep.run_id(c) for c in cpu}) == len(cpu) == 18
-    assert {c.alignment for c in cpu} == {"baseline", "ufpa", "ufpa_any"} and {c.seed for c in cpu} == {0, 1, 2}
-    assert len(gpu) == 270 and {(c.codec, c.head) for c in gpu} == {("msra", "heatmap"), ("dark", "heatmap"),
-                                                                     ("udp", "udp")}
+    want = {("baseline", "", (96, 64)), ("ufpa", "zeros", (96, 64)), ("ufpa", "", (96, 64))}
+    assert {(c.alignment, c.padding, c.input_size) for c in cpu} == want
+    controls = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_controls.yaml"))}
+    assert len(controls & {sweep.run_id(c) for c in cpu}) == 14, "the shared arms are the same runs (skipped)"
+
+
+def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):
+    """The design is checked against the grid before anything runs, written once, and a changed design is refused
+    rather than silently re-registered after results exist."""
+    doc = sweep.load_grid(ROOT / "profiles" / "cpu.yaml")
+    doc = {**doc, "reports": str(tmp_path)}
+    runs = sweep.expand(doc, reports=str(tmp_path))
+    path = sweep.register_design(doc, runs)
+    rec = records.read_record(path, kind="design")
+    assert rec["config"]["primary"] == {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"}
+    assert [c["role"] for c in rec["results"]["comparisons"]] == ["primary", "secondary", "secondary"]
+    assert sorted(rec["results"]["arms"]) == ["baseline 96x64 udp", "ufpa 97x65 udp", "ufpa-zerospad 97x65 udp"]
+    first = path.read_bytes()
+    assert sweep.register_design(doc, runs) == path and path.read_bytes() == first  # a resumed sweep: unchanged
+    changed = {**doc, "design": {**doc["design"], "primary": {"control": "baseline 96x64 udp",
+                                                              "treatment": "ufpa-zerospad 97x65 udp"}}}
+    with pytest.raises(ValueError, match="registered another design .* would not be pre-registered"):
+        sweep.register_design(changed, runs)
+    for bad, message in [
+        ({"primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 96x64 udp"}}, "not an arm of the grid"),
+        ({"metric": "APX", "secondary": []}, "metric 'APX' is not one of"),
+        ({"primery": {}}, "unknown keys"),
+        ({}, "names no comparison"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            sweep.check_design({**doc, "design": bad}, runs)
+    fewer = [c for c in runs if not (c.alignment == "ufpa" and not c.padding and c.seed == 6)]
+    with pytest.raises(ValueError, match="different seeds"):
+        sweep.check_design(doc, fewer)
 
 
 def test_bad_grids_are_named(tmp_path):

@@ -91,10 +91,10 @@ def _title(nb) -> str:
 
 
 def narrative(results_dir) -> str:
-    """The page's opening: question, method, findings (numbers from the records), limits (Markdown)."""
+    """The page's opening: question, method, the registered design, findings (numbers from the records), limits
+    (Markdown)."""
     frame = report.load_runs(results_dir)
-    sizes = ", ".join(report._sizes(frame))
-    variants = ", ".join(str(v) for v in frame["alignment"].cat.categories)
+    arms = ", ".join(f"`{report._arm_label(a)}`" for a in report.arm_order(frame["arm"]))
     return f"""# Unbiased feature position alignment: the study
 
 **Question.** Multi-scale pose networks such as HRNet fuse feature maps that went through strided convolutions and
@@ -106,15 +106,20 @@ Where does that alignment change accuracy?
 in real networks; notebook 04 checks the data (SynthPose: procedural people with exact sub-pixel ground truth) and the
 keypoint codecs; notebook 05 is one training run (here the baseline with its aligned siblings' predictions on the same
 crops); notebook 06 turns every training record into the tables and figures. This page was built from
-{frame['run_id'].nunique()} training records: variants {variants} at nominal input sizes {sizes}.
+{frame['run_id'].nunique()} training records, arms {arms} (an arm: alignment, padding where a control sets it, the size
+it runs at).
 
-**Findings** (read from the records; ± is the 95 % CI over seeds):
+**Design** (registered before the runs; a comparison is paired by seed):
 
-{report.findings(frame)}
+{report.design_markdown(results_dir)}
+**Findings** (read from the records):
+
+{report.findings(frame, results_dir=results_dir)}
 **Limits.** SynthPose is not COCO: absolute AP here is not comparable with published numbers (the published anchors in
-notebook 06 are context only). The CPU profile trains a 0.18 M-parameter HRNet for minutes; three seeds give wide
-intervals, so an effect smaller than the interval is not resolved, whatever its sign. The GPU profile (HRNet-W32,
-SimpleBaseline-R50, five variants, three codecs, standard SynthPose) has not been run unless its records appear above.
+notebook 06 are context only). The CPU study trains a 0.18 M-parameter HRNet for minutes per run on one easy dataset
+at one low resolution; its runs are as long as two cores allow for the design, and a run that had not plateaued makes
+no claim. The GPU profile (HRNet-W32, standard SynthPose, the same design) has not been run unless its records appear
+in its own folder, `reports/gpu/`.
 """
 
 
@@ -210,6 +215,8 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 /* formulas are MathML, laid out by the browser: in a math font where the reader has one */
 math { font-family: "STIX Two Math", "Cambria Math", "Latin Modern Math", "DejaVu Math TeX Gyre", math; }
 math[display="block"] { margin: 0.5em 0; }
+/* figures as wide as the text column, so their 9-pt labels stay readable */
+.jp-RenderedImage img { width: 100%; max-width: 100%; height: auto; }
 </style>
 {%- endblock html_head_css -%}
 {% block data_latex scoped %}

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import records, stats, viz
+from .evaluate import FOUND_RADIUS
 from .models import ALIGNMENTS
 from .train import arm_name, condition
 
@@ -68,14 +69,13 @@ def run_rows(record: dict) -> list[dict]:
     rows = []
     for key, flip in (("no_flip", False), ("flip", True)):
         m = res[key]
-        bias = np.hypot(np.asarray(m["bias_x_per_joint"], float), np.asarray(m["bias_y_per_joint"], float))
         rows.append({
             "run_id": res["run_id"], "model": cfg["model"], "alignment": cfg["alignment"], "head": cfg["head"],
             "codec": cfg["codec"], "size": _size(cfg["input_size"]), "input_size": _size(res["input_size"]),
             "pixels": int(cfg["input_size"][0]) * int(cfg["input_size"][1]), "seed": cfg["seed"], "flip_test": flip,
             "epochs": cfg["epochs"], "data": Path(cfg["data"]).name,
             "AP": m["AP"], "AP50": m["AP50"], "AP75": m["AP75"], "AR": m["AR"], "epe_px": m["epe_mean"],
-            "epe_median_px": m["epe_median"], "abs_bias_px": float(np.nanmean(bias)),
+            "epe_median_px": m["epe_median"], "abs_bias_px": abs_bias(m["bias_x_per_joint"], m["bias_y_per_joint"]),
             "flip_consistency_px": m["flip_consistency_px"], "pck_0.05": m.get("pck@0.05", np.nan),
             "found_rate": m.get("found_rate", np.nan), "epe_found_px": m.get("epe_found", np.nan),
             "swap_rate": m.get("swap_rate", np.nan), "pck_0.01": m.get("pck@0.01", np.nan),
@@ -85,7 +85,7 @@ def run_rows(record: dict) -> list[dict]:
             "params_M": res["params"] / 1e6, "gflops": res["gflops"], "wall_s": res["wall_s"],
             "images_per_s": res["images_per_s"], "final_loss": curve[-1]["loss"] if curve else None,
             "plateau": converged, "late_gain_AP": late_gain,
-            "misalignment_px": mis.get("max_abs_px", np.nan),
+            "misalignment_px": mis.get("max_abs_px", np.nan), "misalignment_mean_px": mis.get("mean_abs_px", np.nan),
             "border_misalignment_px": mis.get("border_max_abs_px", np.nan),
             "git_commit": prov["git_commit"][:10], "device": prov["device"], "torch": prov["torch"],
         })
@@ -192,8 +192,9 @@ def learning_curves(results_dir) -> pd.DataFrame:
             ap = res["no_flip"]["AP"] if last else h.get("val_AP")
             epe = res["no_flip"]["epe_mean"] if last else h.get("val_epe_mean")
             rows.append({"run_id": res["run_id"], "model": cfg["model"], "alignment": cfg["alignment"],
+                         "arm": arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
                          "size": _size(cfg["input_size"]), "seed": cfg["seed"], "epoch": h["epoch"],
-                         "loss": h["loss"], "val_AP": ap, "val_epe_px": epe})
+                         "loss": h["loss"], "lr": h.get("lr"), "val_AP": ap, "val_epe_px": epe})
     return pd.DataFrame(rows)
 
 
@@ -242,6 +243,322 @@ def paired(frame: pd.DataFrame, metrics=METRICS, level: float = 0.95) -> pd.Data
     as mean and confidence half-width over the seeds both have (``pairs``), plus the per-seed differences
     (``stats.paired`` with the baseline as control)."""
     return stats.paired(frame, KEYS, metrics, arm="alignment", control="baseline", level=level, first=("pixels",))
+
+
+# --- the pre-registered design (issue 21) ----------------------------------------------------------------------------
+
+def design_records(results_dir) -> list[dict]:
+    """The designs registered in ``results_dir/design/`` (one per profile; ``sweep.register_design`` wrote each
+    before its first run trained)."""
+    folder = Path(results_dir) / "design"
+    return [records.read_record(p, kind="design") for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def design(results_dir) -> dict | None:
+    """The study's design from every registered one: their common setting (metric, flip test, level), the primary
+    comparison (at most one across designs) and the secondary comparisons as one family (each once), with the
+    profiles and registration times. None when nothing is registered."""
+    recs = design_records(results_dir)
+    if not recs:
+        return None
+    settings = {(r["config"]["metric"], r["config"]["flip_test"], r["config"]["level"]) for r in recs}
+    if len(settings) > 1:
+        raise ValueError(f"{results_dir}/design: the registered designs disagree on metric, flip test or level "
+                         f"({sorted(settings)}): one study has one; give the others their own reports folder")
+    metric, flip, level = settings.pop()
+    primary, secondary, seen = [], [], set()
+    for r in recs:
+        for c in r["results"]["comparisons"]:
+            key = (c["control"], c["treatment"])
+            if key in seen:
+                continue
+            seen.add(key)
+            (primary if c["role"] == "primary" else secondary).append({**c, "profile": r["config"]["profile"]})
+    if len(primary) > 1:
+        raise ValueError(f"{results_dir}/design: {len(primary)} primary comparisons registered "
+                         f"({[(c['control'], c['treatment']) for c in primary]}); a study has one")
+    return {"metric": metric, "flip_test": flip, "level": level, "primary": primary[0] if primary else None,
+            "secondary": secondary,
+            "registered": [{"profile": r["config"]["profile"], "time_utc": r["provenance"]["time_utc"],
+                            "git_commit": r["provenance"]["git_commit"][:10]} for r in recs]}
+
+
+def design_markdown(results_dir) -> str:
+    """The registered design as the page states it (Markdown): when and at which commit each profile registered it,
+    the primary comparison, the secondary family, and for each registered arm how many of its runs have records here
+    (which records the page shows)."""
+    d = design(results_dir)
+    if d is None:
+        return "No design is registered in these records: the comparisons below are each alignment against the " \
+               "baseline, without a pre-registered primary.\n"
+    present: dict = {}
+    for _, rec in run_records(results_dir):
+        cfg, res = rec["config"], rec["results"]
+        present.setdefault(arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
+                           set()).add(res["run_id"])
+    lines = []
+    for rec in design_records(results_dir):
+        arms = rec["results"]["arms"]
+        have = ", ".join(f"`{_arm_label(a)}` {len(present.get(a, set()) & set(ids))}/{len(ids)}"
+                         for a, ids in arms.items())
+        lines.append(f"- Profile **{rec['config']['profile']}**, registered {rec['provenance']['time_utc']} at commit "
+                     f"{rec['provenance']['git_commit'][:10]}; runs with records here: {have}.")
+    p = d["primary"]
+    lines.append("- **Primary**: " + (f"`{_arm_label(p['treatment'])}` against `{_arm_label(p['control'])}`"
+                                       if p else "none registered")
+                 + f", {d['metric']}, {_flip_note(d['flip_test'])}, {100 * d['level']:.0f} % interval.")
+    m = len(d["secondary"])
+    lines.append(f"- **Secondary family** ({m}; Holm-adjusted p, simultaneous intervals at "
+                 f"{100 * (1 - (1 - d['level']) / max(m, 1)):.1f} %): "
+                 + "; ".join(f"`{_arm_label(c['treatment'])}` vs `{_arm_label(c['control'])}`" for c in d["secondary"])
+                 + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _per_image(metric: str):
+    """A metric computed from a run's per-image results (``<run_id>.instances.json``) on resampled val images, or
+    None where those results cannot give it."""
+    from .evaluate import single_person_ap
+
+    ratio = {"epe_px": ("epe_sum", "visible"), "epe_found_px": ("epe_found_sum", "found"),
+             "found_rate": ("found", "visible"), "swap_rate": ("swapped", "visible")}
+    if metric == "AP":
+        return lambda d, rows: single_person_ap(d["oks"][rows], d["score"][rows]) if d.get("oks") is not None \
+            else float("nan")
+    if metric in ratio:
+        top, bottom = ratio[metric]
+        return lambda d, rows: float(d[top][rows].sum() / max(d[bottom][rows].sum(), 1))
+    return None
+
+
+def run_instances(results_dir, run_id: str, flip_test: bool) -> dict | None:
+    """A run's per-image results at one flip setting (numpy arrays), checked against the hash in its record; None for
+    a record made before runs wrote them."""
+    path = Path(results_dir) / "runs" / f"{run_id}.instances.json"
+    rec = records.read_record(path.with_name(f"{run_id}.json"), kind="train_run")
+    want = rec["results"].get("instances_sha256")
+    if not want or not path.is_file():
+        return None
+    text = path.read_bytes()
+    if hashlib.sha256(text).hexdigest() != want:
+        raise ValueError(f"{path} is not the per-image file of the record {run_id}.json (its hash differs): the run "
+                         "was written twice or cut short between the two; re-run it")
+    data = json.loads(text)["flip" if flip_test else "no_flip"]
+    return {k: (np.asarray(v, float) if v is not None else None) for k, v in data.items()}
+
+
+def compare_arms(frame: pd.DataFrame, results_dir, control: str, treatment: str, metric: str = "AP",
+                 flip_test: bool = True, level: float = 0.95, interval_level: float | None = None,
+                 resamples: int = 2000) -> dict:
+    """Paired comparison of two arms (``train.arm`` names) on the seeds both have: mean difference (treatment minus
+    control), its interval over seeds (Student t at ``interval_level``, default ``level``: a corrected family passes
+    its Bonferroni level), the same-level hierarchical bootstrap over seeds and val images (``stats.
+    hierarchical_bootstrap``; NaN where the runs have no per-image results or the metric cannot be recomputed from
+    them), the t-test and sign-flip p-values, whether every run met the plateau criterion, and the paired seeds a
+    test at ``1 - interval_level`` with 80 % power would need for a difference this size."""
+    interval_level = level if interval_level is None else interval_level
+    sub = frame[frame["flip_test"] == flip_test]
+    arms = {a: sub[sub["arm"] == a].set_index("seed") for a in (control, treatment)}
+    for a, g in arms.items():
+        if g.empty:
+            raise ValueError(f"no runs of arm {a!r} in {results_dir} (its arms: {sorted(set(sub['arm']))}); train "
+                             "them (the profile that registered the design) or compare other arms")
+        if g["model"].nunique() > 1 or g.index.duplicated().any():
+            raise ValueError(f"arm {a!r} holds runs of {g['model'].nunique()} models or a seed twice: compare one "
+                             "model's arms")
+    seeds = sorted(set(arms[control].index) & set(arms[treatment].index))
+    c, t = arms[control].loc[seeds], arms[treatment].loc[seeds]
+    diff = (t[metric] - c[metric]).to_numpy(float)
+    mean, half, n = stats.mean_ci(diff, interval_level)
+    row = {"control": control, "treatment": treatment, "metric": metric, "flip_test": flip_test, "pairs": n,
+           "seeds": seeds, "control_mean": float(c[metric].mean()), "treatment_mean": float(t[metric].mean()),
+           "diff": mean, "diff_lo": mean - half, "diff_hi": mean + half, "interval_level": interval_level,
+           "p_t": stats.t_test(diff) if n > 1 else float("nan"), "p_sign_flip": stats.sign_flip_test(diff),
+           "per_seed": diff.tolist()}
+    row["boot_lo"] = row["boot_hi"] = float("nan")
+    statistic = _per_image(metric)
+    if statistic is not None and n:
+        data = [(run_instances(results_dir, c.loc[s, "run_id"], flip_test),
+                 run_instances(results_dir, t.loc[s, "run_id"], flip_test)) for s in seeds]
+        usable = all(a is not None and b is not None and np.array_equal(a["image_id"], b["image_id"])
+                     for a, b in data)
+        if usable:
+            row["boot_lo"], row["boot_hi"] = stats.hierarchical_bootstrap(
+                [len(a["image_id"]) for a, _ in data], lambda g, rows: statistic(data[g][1], rows)
+                - statistic(data[g][0], rows), interval_level, resamples)
+    runs = pd.concat([c, t])
+    row["unconverged"] = int((~runs["plateau"].astype(bool)).sum())
+    row["runs"] = len(runs)
+    sd = float(np.std(diff, ddof=1)) if n > 1 else float("nan")
+    row["sd"] = sd
+    row["seeds_for_power"] = stats.seeds_for_power(mean, sd, alpha=1 - interval_level) if n > 1 else None
+    return row
+
+
+def _verdict(row: dict) -> str:
+    """What a comparison may claim: a direction only when every run met the plateau criterion and both its
+    (corrected) intervals, over seeds and over seeds and images, exclude zero."""
+    if row["unconverged"]:
+        return f"no claim: {row['unconverged']} of its {row['runs']} runs had not plateaued"
+    ends = [row["diff_lo"], row["diff_hi"]] + ([row["boot_lo"], row["boot_hi"]] if np.isfinite(row["boot_lo"])
+                                                else [])
+    if all(e > 0 for e in ends):
+        return "higher (its intervals exclude zero)"
+    if all(e < 0 for e in ends):
+        return "lower (its intervals exclude zero)"
+    return "not resolved (an interval includes zero)"
+
+
+def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000) -> pd.DataFrame:
+    """The registered design's comparisons at its metric and flip setting: the primary at the design's level, the
+    secondary family with Holm-adjusted p-values and simultaneous intervals (Bonferroni: each at 1 - (1 - level) /
+    m), and each one's verdict (``_verdict``). Empty when no design is registered."""
+    d = design(results_dir)
+    if d is None:
+        return pd.DataFrame()
+    rows = []
+    m = len(d["secondary"])
+    for role, comps, lvl in (("primary", [d["primary"]] if d["primary"] else [], d["level"]),
+                             ("secondary", d["secondary"], 1 - (1 - d["level"]) / max(m, 1))):
+        family = [compare_arms(frame, results_dir, c["control"], c["treatment"], d["metric"], d["flip_test"],
+                               d["level"], lvl, resamples) | {"role": role, "name": c["name"], "profile": c["profile"]}
+                  for c in comps]
+        adjusted = stats.holm([r["p_t"] for r in family]) if role == "secondary" else [r["p_t"] for r in family]
+        for r, p in zip(family, adjusted):
+            r["p_holm"] = p
+            r["verdict"] = _verdict(r)
+            rows.append(r)
+    cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "pairs", "control_mean",
+            "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "interval_level", "p_t", "p_holm",
+            "p_sign_flip", "runs", "unconverged", "sd", "seeds_for_power", "verdict", "per_seed"]
+    return pd.DataFrame(rows)[cols]
+
+
+def design_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """``design_table`` as the page and README show it: one row per comparison, its intervals as columns."""
+    if table.empty:
+        return table
+    out = pd.DataFrame({"role": table["role"],
+                        "comparison": [f"{_arm_label(t)} vs {_arm_label(c)}" for c, t in
+                                       zip(table["control"], table["treatment"])],
+                        "level": table["interval_level"], "pairs": table["pairs"],
+                        "control": table["control_mean"], "treatment": table["treatment_mean"],
+                        "diff": table["diff"], "lo": table["diff_lo"], "hi": table["diff_hi"],
+                        "boot_lo": table["boot_lo"], "boot_hi": table["boot_hi"], "p_t": table["p_t"],
+                        "p_holm": table["p_holm"], "p_sign_flip": table["p_sign_flip"],
+                        "not_plateaued": [f"{u}/{n}" for u, n in zip(table["unconverged"], table["runs"])],
+                        "seeds_80pct": table["seeds_for_power"], "verdict": table["verdict"]})
+    return out.reset_index(drop=True)
+
+def decomposition_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The primary comparison's change split into the steps its profile registered as its decomposition: each
+    step's paired difference with its simultaneous interval, and the steps' sum, which equals the total exactly when
+    the steps chain from the primary's control to its treatment over the same seeds."""
+    if table.empty:
+        return pd.DataFrame()
+    primary = table[table["role"] == "primary"]
+    if primary.empty:
+        return pd.DataFrame()
+    steps = table[table["name"].str.startswith("step ") & (table["profile"] == primary.iloc[0]["profile"])]
+    if steps.empty:
+        return pd.DataFrame()
+    out = steps[["control", "treatment", "pairs", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "p_holm",
+                 "verdict"]].copy()
+    total = primary.iloc[0]
+    out.insert(0, "part", [f"{r.control} -> {r.treatment}" for r in steps.itertuples()])
+    out["share_of_total"] = out["diff"] / total["diff"] if total["diff"] != 0 else np.nan
+    chained = (steps.iloc[0]["control"] == total["control"] and steps.iloc[-1]["treatment"] == total["treatment"]
+               and all(a == b for a, b in zip(steps["treatment"].iloc[:-1], steps["control"].iloc[1:])))
+    summary = pd.DataFrame([
+        {"part": "sum of the steps", "control": steps.iloc[0]["control"], "treatment": steps.iloc[-1]["treatment"],
+         "pairs": int(steps["pairs"].min()), "diff": float(steps["diff"].sum()), "share_of_total":
+         float(steps["diff"].sum() / total["diff"]) if total["diff"] != 0 else np.nan,
+         "verdict": "chains from the primary's control to its treatment" if chained else "does not chain"},
+        {"part": "primary (total)", "control": total["control"], "treatment": total["treatment"],
+         "pairs": total["pairs"], "diff": total["diff"], "diff_lo": total["diff_lo"], "diff_hi": total["diff_hi"],
+         "boot_lo": total["boot_lo"], "boot_hi": total["boot_hi"], "p_holm": total["p_holm"],
+         "verdict": total["verdict"], "share_of_total": 1.0}])
+    return pd.concat([out, summary], ignore_index=True)
+
+
+LOCALISATION = ("found_rate", "epe_found_px", "swap_rate", "pck_0.01", "pck_0.02", "epe_px", "abs_bias_px")
+
+
+def localisation_table(frame: pd.DataFrame, flip_test: bool = True) -> pd.DataFrame:
+    """Per arm, where alignment should act, beside AP: keypoints found (within ``evaluate.FOUND_RADIUS`` of the box
+    size and not swapped), the end-point error on those, the left/right swap rate, PCK at 1 % and 2 % of the box
+    size, the end-point error of all keypoints and |bias| (the length of each joint's mean signed error, averaged
+    over joints): mean ± 95 % CI over seeds."""
+    sub = frame[frame["flip_test"] == flip_test]
+    return stats.aggregate(sub, ["model", "arm"], ("AP",) + LOCALISATION)
+
+
+def localisation_comparisons(frame: pd.DataFrame, results_dir, flip_test: bool = True,
+                             resamples: int = 1000) -> pd.DataFrame:
+    """The design's comparisons on the localisation metrics (exploratory: not in the registered family, 95 %
+    intervals, uncorrected), with the hierarchical bootstrap where the per-image results give the metric."""
+    d = design(results_dir)
+    if d is None:
+        return pd.DataFrame()
+    comps = ([d["primary"]] if d["primary"] else []) + d["secondary"]
+    rows = []
+    for c in comps:
+        for metric in ("found_rate", "epe_found_px", "swap_rate", "pck_0.01", "epe_px"):
+            r = compare_arms(frame, results_dir, c["control"], c["treatment"], metric, flip_test,
+                             resamples=resamples)
+            rows.append({k: r[k] for k in ("control", "treatment", "metric", "pairs", "control_mean",
+                                           "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi",
+                                           "p_sign_flip")})
+    return pd.DataFrame(rows)
+
+
+def convergence_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per arm: runs, how many met the plateau criterion (val AP, no flip, gained < ``PLATEAU_AP`` over the last
+    quarter of training), the median and largest gain there, and the final val AP (no flip)."""
+    runs = frame[~frame["flip_test"]]
+    out = []
+    for (model, arm), g in runs.groupby(["model", "arm"], sort=False):
+        out.append({"model": model, "arm": arm, "epochs": int(g["epochs"].iloc[0]), "runs": len(g),
+                    "plateaued": int(g["plateau"].astype(bool).sum()),
+                    "late_gain_median": float(np.nanmedian(g["late_gain_AP"])),
+                    "late_gain_max": float(np.nanmax(g["late_gain_AP"])), "AP_no_flip": float(g["AP"].mean())})
+    return pd.DataFrame(out)
+
+
+def gain_by_epoch(curves: pd.DataFrame, comparisons: list[tuple[str, str]], level: float = 0.95) -> pd.DataFrame:
+    """Each comparison's paired val AP difference (no flip) at every evaluated epoch: mean and CI over seeds. Whether
+    a gain holds, grows or shrinks with training is its own result (learning faster is not being more accurate)."""
+    rows = []
+    ev = curves.dropna(subset=["val_AP"])
+    for control, treatment in comparisons:
+        a = ev[ev["arm"] == control].set_index(["seed", "epoch"])["val_AP"]
+        b = ev[ev["arm"] == treatment].set_index(["seed", "epoch"])["val_AP"]
+        common = a.index.intersection(b.index)
+        diff = (b.loc[common] - a.loc[common]).reset_index()
+        for epoch, g in diff.groupby("epoch"):
+            mean, half, n = stats.mean_ci(g["val_AP"], level)
+            rows.append({"control": control, "treatment": treatment, "epoch": int(epoch), "pairs": n,
+                         "diff": mean, "diff_ci": half})
+    return pd.DataFrame(rows)
+
+
+def power_table(frame: pd.DataFrame, flip_test: bool = True, alpha: float = 0.05, power: float = 0.8,
+                family: int | None = None) -> pd.DataFrame:
+    """From a pilot's records: each alignment's paired AP difference to the baseline (mean, SD over seeds) and the
+    paired seeds a two-sided t-test would need for ``power`` at ``alpha``, and at Holm's strictest level over a
+    family of ``family`` comparisons (default: as many as the pilot has). How the study's seeds were sized."""
+    diff = paired(frame[frame["flip_test"] == flip_test], metrics=("AP",))
+    m = family or len(diff)
+    rows = []
+    for _, d in diff.iterrows():
+        x = np.asarray(d["d_AP_per_seed"], float)
+        sd = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+        rows.append({"model": d["model"], "size": d["size"], "alignment": d["alignment"], "pairs": d["pairs"],
+                     "d_AP": float(x.mean()), "sd": sd,
+                     "seeds_alpha": stats.seeds_for_power(x.mean(), sd, alpha, power) if len(x) > 1 else None,
+                     f"seeds_holm_{m}": stats.seeds_for_power(x.mean(), sd, alpha / m, power) if len(x) > 1
+                     else None})
+    return pd.DataFrame(rows)
 
 
 # --- tables ----------------------------------------------------------------------------------------------------------
@@ -355,7 +672,7 @@ def formatted(table: pd.DataFrame, digits: dict | None = None) -> pd.DataFrame:
             continue
         base = c[2:] if c.startswith("d_") else c.split("_dAP")[0] if c.endswith("_dAP") else c
         d = digits.get(base, 3 if "AP" in c else 2)
-        sign = c.startswith("d_") or c.endswith(("_dAP", "_dEPE_px"))
+        sign = c.startswith("d_") or c.endswith(("_dAP", "_dEPE_px")) or c in SIGNED
         cis = table[f"{c}_ci"].tolist() if f"{c}_ci" in table.columns else [None] * len(table)
         out[_header(c)] = [_cell(v, ci, d, sign) for v, ci in zip(table[c].tolist(), cis)]
     return pd.DataFrame(out)
@@ -421,112 +738,217 @@ def _sizes(frame) -> list[str]:
     return list(dict.fromkeys(frame.sort_values("pixels")["size"]))
 
 
-def accuracy_vs_size(frame: pd.DataFrame, flip_test: bool = True, path=None):
-    """AP (mean and 95 % CI over seeds) against nominal input size, one line per alignment and model."""
-    agg = aggregate(frame[frame["flip_test"] == flip_test], metrics=("AP", "epe_px"))
-    sizes = _sizes(frame)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), constrained_layout=True)
-    for (model, alignment), g in agg.groupby(["model", "alignment"], observed=True, sort=False):
-        x = [sizes.index(s) + 0.06 * (list(COLOURS).index(alignment) - 2) for s in g["size"]]
-        for ax, m in zip(axes, ("AP", "epe_px")):
-            ax.errorbar(x, g[m], yerr=g[f"{m}_ci"].fillna(0), marker="o", capsize=3, color=COLOURS[alignment],
-                        label=f"{alignment} ({model})" if agg["model"].nunique() > 1 else alignment)
-    for ax, label in zip(axes, ("AP (COCO OKS)" + (", flip test" if flip_test else ""),
-                                "end-point error (image px)")):
-        ax.set_xticks(range(len(sizes)), [f"{s}\n(nominal)" for s in sizes])
-        ax.set_xlabel("input size H×W (px)")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    axes[0].set_title("accuracy vs input size (mean ± 95 % CI over seeds)", fontsize=9)
-    return _save(fig, path)
+# Figures: fonts of at least 9 pt, and every title says the flip setting and n.
+STYLE = {"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9,
+         "legend.fontsize": 9, "figure.titlesize": 10}
 
 
-def paired_gain(frame: pd.DataFrame, metric: str = "AP", flip_test: bool = True, path=None):
-    """Each alignment's paired difference to the baseline per input size: one dot per seed, mean ± 95 % CI."""
-    diff = paired(frame[frame["flip_test"] == flip_test], metrics=(metric,))
-    sizes = _sizes(frame)
-    fig, ax = plt.subplots(figsize=(5.5, 3.4), constrained_layout=True)
-    alignments = [v for v in ALIGNMENTS if v in set(diff["alignment"])]
-    width = 0.8 / max(len(alignments), 1)
-    for _, d in diff.iterrows():
-        x = sizes.index(d["size"]) + width * (alignments.index(d["alignment"]) - (len(alignments) - 1) / 2)
-        ax.scatter([x] * len(d[f"d_{metric}_per_seed"]), d[f"d_{metric}_per_seed"], s=14, alpha=0.6,
-                   color=COLOURS[d["alignment"]])
-        ax.errorbar([x + width * 0.25], [d[f"d_{metric}"]], yerr=[0 if not np.isfinite(d[f"d_{metric}_ci"]) else
-                                                                  d[f"d_{metric}_ci"]],
-                    fmt="D", color=COLOURS[d["alignment"]], capsize=3, ms=5)
-    for v in alignments:
-        ax.scatter([], [], color=COLOURS[v], label=v)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(sizes)), sizes)
-    ax.set_xlabel("nominal input size H×W (px)")
-    unit = "AP points (0–1 scale)" if "AP" in metric else "image px"
-    ax.set_ylabel(f"Δ{LABELS.get(metric, metric)} vs baseline ({unit})")
-    ax.set_title("paired gain per seed (dots) and mean ± 95 % CI (diamonds)", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+def _styled(draw):
+    """Draw under ``STYLE`` (matplotlib's defaults elsewhere stay untouched)."""
+    import functools
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(STYLE):
+            return draw(*args, **kwargs)
+    return wrapper
 
 
-def misalignment_and_gain(frame: pd.DataFrame, audit: dict | None = None, flip_test: bool = True, path=None):
-    """Left: how far fused features sit apart in each trained network (interior and border, from the run records'
-    audit); middle, if the audit record is given: per fusion type of HRNet-W32 (target stride, x2 upsampling steps);
-    right: the paired AP gain, so a reader sees the cause beside the effect."""
+def arm_order(arms) -> list[str]:
+    """Arms in the registry's order of alignments, then by size, the padding control after its alignment."""
+    def key(a):
+        alignment = a.split(" ")[0].split("-")[0]
+        h, w = a.split(" ")[1].split("x")
+        return (ALIGNMENTS.index(alignment) if alignment in ALIGNMENTS else 99, int(h) * int(w), a)
+    return sorted(set(arms), key=key)
+
+
+def arm_colour(arm: str) -> str:
+    return COLOURS.get(arm.split(" ")[0].split("-")[0], "0.4")
+
+
+def _hollow(arm: str) -> bool:  # a padding control: its alignment's colour, drawn hollow / dashed
+    return "pad" in arm.split(" ")[0]
+
+
+def _arm_label(arm: str) -> str:
+    return arm.rsplit(" ", 1)[0] if arm.endswith(" udp") else arm  # the study's codec goes without saying
+
+
+def _dots(ax, x, values, arm, jitter=0.12, rng=None):
+    rng = rng or np.random.default_rng(0)  # jitter only
+    values = np.asarray(values, float)
+    ax.scatter(x + rng.uniform(-jitter, jitter, len(values)), values, s=16, zorder=3, color=arm_colour(arm),
+               facecolors="white" if _hollow(arm) else arm_colour(arm), linewidths=1)
+
+
+def _seeds_note(frame) -> str:
+    n = frame.groupby("arm")["seed"].nunique() if len(frame) else pd.Series(dtype=int)
+    return f"n = {n.min()} seeds per arm" if len(n) and n.min() == n.max() else \
+        f"n = {n.min()}–{n.max()} seeds per arm" if len(n) else "no runs"
+
+
+def _flip_note(flip_test: bool) -> str:
+    return f"flip test {'on' if flip_test else 'off'}"
+
+
+@_styled
+def accuracy_by_arm(frame: pd.DataFrame, flip_test: bool = True, path=None):
+    """AP and end-point error per arm: one dot per seed, the mean ± 95 % CI over seeds beside them. Arms are
+    categories (no line joins them); the AP axis spans the data, not 0–1, and says so."""
     sub = frame[frame["flip_test"] == flip_test]
-    panels = 3 if audit else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), constrained_layout=True)
-    mis = sub.groupby(["size", "alignment"], observed=True, sort=False)[
-        ["misalignment_px", "border_misalignment_px", "pixels"]].first().reset_index()
-    sizes = _sizes(sub)
-    alignments = [v for v in ALIGNMENTS if v in set(mis["alignment"])]
-    width = 0.8 / max(len(alignments), 1)
-    ax = axes[0]
-    for _, r in mis.iterrows():
-        x = sizes.index(r["size"]) + width * (alignments.index(r["alignment"]) - (len(alignments) - 1) / 2)
-        ax.bar(x, r["misalignment_px"], width * 0.9, color=COLOURS[r["alignment"]])
-        ax.bar(x, r["border_misalignment_px"], width * 0.9, fill=False, hatch="//", edgecolor=COLOURS[r["alignment"]])
-        if r["misalignment_px"] == 0:
-            ax.text(x, 0.3, "0", ha="center", fontsize=7)
-    ax.set_xticks(range(len(sizes)), sizes)
-    ax.set_xlabel("nominal input size H×W (px)")
-    ax.set_ylabel("worst fusion shift (input px)")
-    ax.set_title("trained networks: interior (solid), border (hatched)", fontsize=8)
-    for v in alignments:
-        ax.bar([0], [0], color=COLOURS[v], label=v)
-    ax.legend(fontsize=7)
-    if audit:
-        ax = axes[1]
-        rows = pd.DataFrame(audit["results"]["hrnet"])
-        rows = rows[rows["requested"] == rows["requested"].iloc[0]]
-        rows = rows[rows["up_levels"] > 0]
-        kind = [f"s{int(r.stride)} ×{2 ** int(r.up_levels)}" for r in rows.itertuples()]
-        kinds = list(dict.fromkeys(kind))
-        al = [v for v in ALIGNMENTS if v in set(rows["alignment"])]
-        w = 0.8 / len(al)
-        for k, r in zip(kind, rows.itertuples()):
-            x = kinds.index(k) + w * (al.index(r.alignment) - (len(al) - 1) / 2)
-            ax.bar(x, r.max_abs_px, w * 0.9, color=COLOURS[r.alignment])
-            if r.max_abs_px == 0:
-                ax.text(x, 0.3, "0", ha="center", fontsize=6)
-        ax.set_xticks(range(len(kinds)), kinds, rotation=45, fontsize=7)
-        ax.set_xlabel("fusion (target stride, upsampling factor)")
-        ax.set_ylabel("interior shift (input px)")
-        ax.set_title(f"{audit['config']['model']} at {rows['requested'].iloc[0]} (audit record)", fontsize=8)
-        for v in al:
-            ax.bar([0], [0], color=COLOURS[v], label=v)
-        ax.legend(fontsize=6)
-    ax = axes[-1]
-    diff = paired(sub, metrics=("AP",))
-    for _, d in diff.iterrows():
-        x = sizes.index(d["size"]) + width * (alignments.index(d["alignment"]) - (len(alignments) - 1) / 2)
-        ax.bar(x, d["d_AP"], width * 0.9, color=COLOURS[d["alignment"]],
-               yerr=0 if not np.isfinite(d["d_AP_ci"]) else d["d_AP_ci"], capsize=3)
+    arms = arm_order(sub["arm"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    labels = ("AP (COCO OKS; axis spans the data)", "end-point error (image px)")
+    for ax, m, label in zip(axes, ("AP", "epe_px"), labels):
+        for i, arm in enumerate(arms):
+            values = sub.loc[sub["arm"] == arm, m]
+            _dots(ax, i - 0.1, values, arm)
+            mean, half, _ = stats.mean_ci(values)
+            ax.errorbar([i + 0.18], [mean], yerr=[0 if not np.isfinite(half) else half], fmt="D", capsize=4,
+                        color=arm_colour(arm), mfc="white" if _hollow(arm) else arm_colour(arm))
+        ax.set_xticks(range(len(arms)), [_arm_label(a) for a in arms], rotation=20, ha="right")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"accuracy per arm: seeds (dots), mean ± 95 % CI (diamonds); {_flip_note(flip_test)}, "
+                 f"{_seeds_note(sub)}")
+    return _save(fig, path)
+
+
+@_styled
+def design_figure(table: pd.DataFrame, path=None):
+    """The registered comparisons: each seed's paired difference (dots), the mean with its (corrected) interval over
+    seeds (diamond) and the hierarchical bootstrap over seeds and images (thin bar)."""
+    fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
+    if table.empty:
+        ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    for i, r in enumerate(table.itertuples()):
+        _dots(ax, i - 0.12, r.per_seed, r.treatment)
+        ax.errorbar([i + 0.12], [r.diff], yerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4,
+                    color=arm_colour(r.treatment))
+        if np.isfinite(r.boot_lo):
+            ax.plot([i + 0.26] * 2, [r.boot_lo, r.boot_hi], color=arm_colour(r.treatment), lw=1.2)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set_xticks(range(len(sizes)), sizes)
-    ax.set_xlabel("nominal input size H×W (px)")
-    ax.set_ylabel("ΔAP vs baseline (AP points, 0–1)")
-    ax.set_title("paired gain, mean ± 95 % CI", fontsize=8)
+    names = [f"{r.role}: {_arm_label(r.treatment)}\nvs {_arm_label(r.control)}" for r in table.itertuples()]
+    ax.set_xticks(range(len(table)), names)
+    ax.set_ylabel(f"paired Δ{table['metric'].iloc[0]} (treatment − control)")
+    ax.grid(alpha=0.3, axis="y")
+    levels = ", ".join(f"{r.role} {100 * r.interval_level:.1f} %" for r in table.drop_duplicates("role").itertuples())
+    ax.set_title(f"registered comparisons, {_flip_note(bool(table['flip_test'].iloc[0]))}, n = "
+                 f"{table['pairs'].min()}–{table['pairs'].max()} paired seeds\ndots: seeds; diamonds: mean ± interval "
+                 f"over seeds ({levels}); thin bars: bootstrap over seeds and images")
+    return _save(fig, path)
+
+
+@_styled
+def gain_by_epoch_figure(gains: pd.DataFrame, path=None):
+    """Each registered comparison's paired val AP difference (no flip) against epoch: mean and 95 % band over seeds."""
+    fig, ax = plt.subplots(figsize=(10, 3.6), constrained_layout=True)
+    if gains.empty:
+        ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return _save(fig, path)
+    for (control, treatment), g in gains.groupby(["control", "treatment"], sort=False):
+        c = arm_colour(treatment)
+        ls = "--" if _hollow(treatment) or _hollow(control) else "-"
+        ax.plot(g["epoch"], g["diff"], ls, marker="o", ms=3, color=c,
+                label=f"{_arm_label(treatment)} vs {_arm_label(control)}")
+        ax.fill_between(g["epoch"], g["diff"] - g["diff_ci"].fillna(0), g["diff"] + g["diff_ci"].fillna(0), color=c,
+                        alpha=0.15)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("paired Δ val AP (no flip)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(f"does the gain hold with training? flip test off (the learning curve's evaluations),\nn = "
+                 f"{gains['pairs'].min()}–{gains['pairs'].max()} paired seeds, mean ± 95 % CI")
+    return _save(fig, path)
+
+
+@_styled
+def per_joint_figure(results_dir, flip_test: bool = True, path=None):
+    """Per joint and arm: end-point error on found keypoints and left/right swap rate, mean ± 95 % CI over seeds
+    (from the records' per-joint metrics; runs recorded before those existed are left out)."""
+    from .data.synthetic import KEYPOINT_NAMES
+
+    rows = []
+    for _, rec in run_records(results_dir):
+        cfg, res = rec["config"], rec["results"]
+        m = res["flip" if flip_test else "no_flip"]
+        if "epe_found_per_joint" not in m:
+            continue
+        rows.append({"arm": arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
+                     "found": np.asarray(m["epe_found_per_joint"], float),
+                     "swap": np.asarray(m["swap_rate_per_joint"], float)})
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.8), constrained_layout=True, sharex=True)
+    if not rows:
+        axes[0].text(0.5, 0.5, "no per-joint localisation metrics in these records", ha="center",
+                     transform=axes[0].transAxes)
+        return _save(fig, path)
+    arms = arm_order(r["arm"] for r in rows)
+    k = len(rows[0]["found"])
+    names = list(KEYPOINT_NAMES) if k == len(KEYPOINT_NAMES) else [str(i) for i in range(k)]
+    width = 0.8 / len(arms)
+    for ax, key, label in zip(axes, ("found", "swap"), ("EPE on found keypoints (image px)", "left/right swap rate")):
+        for j, arm in enumerate(arms):
+            values = np.stack([r[key] for r in rows if r["arm"] == arm])
+            stats_ = [stats.mean_ci(values[:, i]) for i in range(k)]
+            x = np.arange(k) + width * (j - (len(arms) - 1) / 2)
+            ax.errorbar(x, [s[0] for s in stats_], yerr=[0 if not np.isfinite(s[1]) else s[1] for s in stats_],
+                        fmt="o", ms=4, capsize=2, color=arm_colour(arm),
+                        mfc="white" if _hollow(arm) else arm_colour(arm), label=_arm_label(arm))
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, axis="y")
+    axes[1].set_xticks(range(k), names, rotation=45, ha="right")
+    axes[0].legend(ncol=min(len(arms), 4))
+    n = min(sum(r["arm"] == a for r in rows) for a in arms)
+    axes[0].set_title(f"per joint, mean ± 95 % CI over seeds; {_flip_note(flip_test)}, n ≥ {n} seeds per arm;\n"
+                      f"found: within {FOUND_RADIUS:g} × box size and not swapped")
+    return _save(fig, path)
+
+
+@_styled
+def misalignment_and_gain(frame: pd.DataFrame, table: pd.DataFrame | None = None, flip_test: bool = True,
+                          path=None):
+    """Left: how far fused features sit apart in each trained arm (the audit every training record carries: interior
+    mean and worst, border worst; a network's geometry does not depend on its seed). Right: the registered comparisons'
+    paired differences with their intervals, so a reader sees the cause beside the effect."""
+    sub = frame[frame["flip_test"] == flip_test]
+    arms = arm_order(sub["arm"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    ax = axes[0]
+    mis = sub.groupby("arm")[["misalignment_mean_px", "misalignment_px", "border_misalignment_px"]].first()
+    width = 0.27
+    for i, arm in enumerate(arms):
+        for j, (col, hatch) in enumerate((("misalignment_mean_px", ""), ("misalignment_px", ""),
+                                          ("border_misalignment_px", "//"))):
+            v = mis.loc[arm, col]
+            ax.bar(i + (j - 1) * width, v, width * 0.9, color=arm_colour(arm), alpha=(0.45, 1.0, 1.0)[j],
+                   fill=j < 2, hatch=hatch, edgecolor=arm_colour(arm))
+            if v == 0:
+                ax.text(i + (j - 1) * width, 0, "0", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(arms)), [_arm_label(a) for a in arms], rotation=20, ha="right")
+    ax.set_ylabel("fusion shift (input px)")
+    ax.set_title("trained networks' fusions: interior mean (light),\ninterior worst (solid), border worst (hatched)")
+    ax.grid(alpha=0.3, axis="y")
+    ax = axes[1]
+    if table is None or table.empty:
+        ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        for i, r in enumerate(table.itertuples()):
+            ax.errorbar([i], [r.diff], yerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4,
+                        color=arm_colour(r.treatment))
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(range(len(table)), [f"{_arm_label(r.treatment)}\nvs {_arm_label(r.control)}"
+                                          for r in table.itertuples()], fontsize=9)
+        ax.set_ylabel(f"paired Δ{table['metric'].iloc[0]}")
+        ax.set_title(f"registered comparisons, mean ± interval over seeds\n({_flip_note(flip_test)}, n = "
+                     f"{table['pairs'].min()} paired seeds)")
+        ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 
@@ -537,94 +959,211 @@ TEMPLATE = np.array([[0, -8.2], [0.35, -8.5], [-0.35, -8.5], [0.8, -8.3], [-0.8,
 SKELETON = viz.SKELETON_0  # COCO limbs, 0-based
 
 
-def bias_fields(results_dir, size: str | None = None, flip_test: bool = True, path=None, scale: float = 0.5):
-    """Signed bias per joint (mean over seeds, image px) as arrows on a template skeleton, one panel per alignment:
-    what a systematic shift of the features leaves in the keypoints. ``scale``: template units per image px."""
+def abs_bias(bias_x_per_joint, bias_y_per_joint) -> float:
+    """|bias|, the one definition the tables, figures and findings use: the length of each joint's mean signed error
+    (image px), averaged over joints."""
+    return float(np.nanmean(np.hypot(np.asarray(bias_x_per_joint, float), np.asarray(bias_y_per_joint, float))))
+
+
+@_styled
+def bias_fields(results_dir, flip_test: bool = True, path=None, scale: float = 0.5):
+    """Signed bias per joint (mean over seeds, image px) as arrows on a template skeleton, one panel per arm: what a
+    systematic shift of the features leaves in the keypoints. ``scale``: template units per image px."""
     groups: dict = {}
     for _, rec in run_records(results_dir):
-        cfg = rec["config"]
-        s = _size(cfg["input_size"])
-        if size is not None and s != size:
-            continue
-        m = rec["results"]["flip" if flip_test else "no_flip"]
-        groups.setdefault((s, cfg["alignment"]), []).append(np.stack([m["bias_x_per_joint"],
-                                                                      m["bias_y_per_joint"]], 1))
-    keys = sorted(groups, key=lambda k: (int(k[0].split("x")[0]), ALIGNMENTS.index(k[1])))
-    fig, axes = plt.subplots(1, len(keys), figsize=(2.3 * len(keys), 3.6), constrained_layout=True, squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        b = np.nanmean(np.asarray(groups[key], float), 0)
+        cfg, res = rec["config"], rec["results"]
+        m = res["flip" if flip_test else "no_flip"]
+        arm = arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"])
+        groups.setdefault(arm, []).append(np.stack([m["bias_x_per_joint"], m["bias_y_per_joint"]], 1))
+    arms = arm_order(groups)
+    fig, axes = plt.subplots(1, len(arms), figsize=(max(2.6 * len(arms), 6), 4.2), constrained_layout=True,
+                             squeeze=False)
+    for ax, arm in zip(axes[0], arms):
+        b = np.nanmean(np.asarray(groups[arm], float), 0)
         for a, c in SKELETON:
             ax.plot(*TEMPLATE[[a, c]].T, color="0.8", lw=1.5, zorder=1)
-        ax.quiver(TEMPLATE[:, 0], TEMPLATE[:, 1], b[:, 0], b[:, 1], color=COLOURS[key[1]], angles="xy",
+        ax.quiver(TEMPLATE[:, 0], TEMPLATE[:, 1], b[:, 0], b[:, 1], color=arm_colour(arm), angles="xy",
                   scale_units="xy", scale=1 / scale, width=0.012, zorder=2)
         ax.annotate("", xy=(-3 + 2 * scale, 6), xytext=(-3, 6), arrowprops=dict(arrowstyle="->", color="k"))
-        ax.text(-3, 6.5, "2 px", fontsize=7, va="top")
+        ax.text(-3, 6.5, "2 px", va="top")
         ax.set_xlim(-4, 4)
         ax.set_ylim(7, -10)
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{key[1]}\n{key[0]}, |bias| {np.nanmean(np.hypot(b[:, 0], b[:, 1])):.2f} px", fontsize=8)
-    fig.suptitle("signed bias per joint (prediction − ground truth, image px; key: 2 px), mean over seeds", fontsize=9)
+        ax.set_title(f"{_arm_label(arm)}\n|bias| {abs_bias(b[:, 0], b[:, 1]):.2f} px, n = {len(groups[arm])}")
+    fig.suptitle(f"signed bias per joint (prediction − ground truth, image px; key: 2 px),\nmean over seeds; "
+                 f"{_flip_note(flip_test)}")
     return _save(fig, path)
 
 
+@_styled
 def flip_consistency_figure(frame: pd.DataFrame, path=None):
-    """Distance between the predictions on an image and on its mirror, mapped back (image px): one dot per run, a box
-    per alignment and size."""
+    """Distance between the predictions on an image and on its mirror, mapped back (image px): one dot per run and
+    the mean ± 95 % CI per arm (the measure compares the two flip settings itself)."""
     sub = frame[~frame["flip_test"]]
-    sizes = _sizes(sub)
-    alignments = [v for v in ALIGNMENTS if v in set(sub["alignment"])]
-    width = 0.8 / max(len(alignments), 1)
-    fig, ax = plt.subplots(figsize=(5.5, 3.2), constrained_layout=True)
-    rng = np.random.default_rng(0)  # jitter only
-    for (size, alignment), g in sub.groupby(["size", "alignment"], observed=True, sort=False):
-        x = sizes.index(size) + width * (alignments.index(alignment) - (len(alignments) - 1) / 2)
-        values = g["flip_consistency_px"].to_numpy(float)
-        ax.boxplot([values], positions=[x], widths=width * 0.8, showfliers=False,
-                   medianprops={"color": COLOURS[alignment]}, boxprops={"color": COLOURS[alignment]},
-                   whiskerprops={"color": COLOURS[alignment]}, capprops={"color": COLOURS[alignment]})
-        ax.scatter(x + rng.uniform(-0.2, 0.2, len(values)) * width, values, s=12, color=COLOURS[alignment], zorder=3)
-    for v in alignments:
-        ax.scatter([], [], color=COLOURS[v], label=v)
-    ax.set_xticks(range(len(sizes)), sizes)
-    ax.set_xlabel("nominal input size H×W (px)")
-    ax.set_ylabel("flip consistency (image px, lower is better)")
-    ax.set_title("prediction vs mirrored prediction, per run", fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    arms = arm_order(sub["arm"])
+    fig, ax = plt.subplots(figsize=(10, 3.6), constrained_layout=True)
+    for i, arm in enumerate(arms):
+        values = sub.loc[sub["arm"] == arm, "flip_consistency_px"]
+        _dots(ax, i - 0.1, values, arm)
+        mean, half, _ = stats.mean_ci(values)
+        ax.errorbar([i + 0.18], [mean], yerr=[0 if not np.isfinite(half) else half], fmt="D", capsize=4,
+                    color=arm_colour(arm))
+    ax.set_xticks(range(len(arms)), [_arm_label(a) for a in arms], rotation=20, ha="right")
+    ax.set_ylabel("flip consistency (image px)")
+    ax.set_title(f"prediction vs mirrored prediction: runs (dots), mean ± 95 % CI (diamonds);\n"
+                 f"{_seeds_note(sub)}; lower is better")
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
 
 
+@_styled
 def learning_curve_panels(curves: pd.DataFrame, path=None):
-    """Training loss and val AP per epoch for every run (thin: one seed; thick: mean), one column per input size."""
-    sizes = list(dict.fromkeys(sorted(curves["size"], key=lambda s: int(s.split("x")[0]) * int(s.split("x")[1]))))
-    fig, axes = plt.subplots(2, len(sizes), figsize=(4.2 * len(sizes), 5.6), constrained_layout=True, squeeze=False)
-    for j, size in enumerate(sizes):
-        for alignment, g in curves[curves["size"] == size].groupby("alignment", sort=False):
-            c = COLOURS[alignment]
-            for _, run in g.groupby("seed"):
-                axes[0, j].semilogy(run["epoch"], run["loss"], color=c, alpha=0.3, lw=0.8)
-                ev = run.dropna(subset=["val_AP"])
-                axes[1, j].plot(ev["epoch"], ev["val_AP"], color=c, alpha=0.3, lw=0.8)
-            mean = g.groupby("epoch")[["loss", "val_AP"]].mean()
-            axes[0, j].semilogy(mean.index, mean["loss"], color=c, lw=2, label=alignment)
-            ev = mean.dropna(subset=["val_AP"])
-            axes[1, j].plot(ev.index, ev["val_AP"], "o-", color=c, lw=2, ms=3, label=alignment)
-        axes[0, j].set_title(f"{size} (nominal)", fontsize=9)
-        axes[0, j].set_ylabel("training loss (log)")
-        axes[1, j].set_ylabel("val AP (no flip)")
-        axes[1, j].set_xlabel("epoch")
-        for ax in axes[:, j]:
-            ax.grid(alpha=0.3)
-    axes[1, 0].legend(fontsize=8)
+    """Training loss, val AP (no flip) and the learning rate per epoch for every run (thin: one seed; thick: the mean
+    per arm): whether the models learned, and how the schedule shaped the end of their curves."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), constrained_layout=True)
+    arms = arm_order(curves["arm"])
+    for arm in arms:
+        g = curves[curves["arm"] == arm]
+        c, ls = arm_colour(arm), "--" if _hollow(arm) else "-"
+        for _, run in g.groupby("seed"):
+            axes[0].semilogy(run["epoch"], run["loss"], ls, color=c, alpha=0.25, lw=0.8)
+            ev = run.dropna(subset=["val_AP"])
+            axes[1].plot(ev["epoch"], ev["val_AP"], ls, color=c, alpha=0.25, lw=0.8)
+        mean = g.groupby("epoch")[["loss", "val_AP"]].mean()
+        axes[0].semilogy(mean.index, mean["loss"], ls, color=c, lw=2, label=_arm_label(arm))
+        ev = mean.dropna(subset=["val_AP"])
+        axes[1].plot(ev.index, ev["val_AP"], ls, marker="o", color=c, lw=2, ms=3, label=_arm_label(arm))
+    lr = curves.dropna(subset=["lr"]).drop_duplicates("epoch") if "lr" in curves else pd.DataFrame()
+    if len(lr):
+        axes[2].plot(lr["epoch"], lr["lr"], color="k", lw=1.5)
+    for ax, label in zip(axes, ("training loss (log)", "val AP, no flip (axis spans the data)",
+                                "learning rate at the epoch's end")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[1].legend()
+    n = curves.groupby("arm")["seed"].nunique()
+    fig.suptitle(f"learning curves: seeds (thin), mean per arm (thick); n = {n.min()}"
+                 f"{'' if n.min() == n.max() else f'–{n.max()}'} seeds per arm; one schedule for every run")
     return _save(fig, path)
 
 
 # --- findings --------------------------------------------------------------------------------------------------------
 
-def findings(frame: pd.DataFrame, flip_test: bool = True, level: float = 0.95) -> str:
-    """The study's findings in words, every number read from the records (Markdown). The alignments' paired
+def findings(frame: pd.DataFrame, flip_test: bool = True, level: float = 0.95, results_dir=None) -> str:
+    """The study's findings in words, every number read from the records (Markdown): from the registered design
+    (``design_findings``) when ``results_dir`` holds one, else from each alignment's comparison with the baseline
+    (``alignment_findings``)."""
+    if results_dir is not None and design(results_dir) is not None:
+        return design_findings(frame, results_dir)
+    return alignment_findings(frame, flip_test, level)
+
+
+def _interval(lo, hi, digits=3) -> str:
+    return f"{lo:+.{digits}f} to {hi:+.{digits}f}" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
+
+
+def design_findings(frame: pd.DataFrame, results_dir) -> str:
+    """Findings of a registered design: what was registered and when, convergence, the primary comparison, the
+    secondary family (Holm), the decomposition, whether the gain holds with training, and the localisation metrics
+    (exploratory). A direction is claimed only as ``_verdict`` allows."""
+    d = design(results_dir)
+    table = cached_design_table(frame, results_dir)
+    sub = frame[frame["flip_test"] == d["flip_test"]]
+    runs = sub.drop_duplicates("run_id")
+    flip = _flip_note(d["flip_test"])
+    lines = [f"- **Runs**: {len(runs)} training records ({', '.join(sorted(set(sub['model'])))}; data "
+             f"{', '.join(sorted(set(sub['data'])))}; {runs['epochs'].iloc[0]} epochs; arms "
+             f"{', '.join(_arm_label(a) for a in arm_order(sub['arm']))}; seeds {sorted(set(sub['seed']))}; "
+             f"{', '.join(sorted(set(sub['device'])))}; commit(s) {', '.join(sorted(set(sub['git_commit'])))})."]
+    reg = "; ".join(f"profile {r['profile']}, {r['time_utc']}, commit {r['git_commit']}" for r in d["registered"])
+    m = len(d["secondary"])
+    prim = d["primary"]
+    lines.append(f"- **Design, registered before its runs** ({reg}): primary comparison "
+                 + (f"`{_arm_label(prim['treatment'])}` vs `{_arm_label(prim['control'])}`" if prim else "none")
+                 + f", {d['metric']}, {flip}, {100 * d['level']:.0f} % interval; {m} secondary comparisons as one "
+                 f"family (Holm-adjusted p, simultaneous intervals at {100 * (1 - (1 - d['level']) / max(m, 1)):.1f} "
+                 "%). A direction is claimed only when every run behind it met the plateau criterion and both its "
+                 "intervals (over seeds; over seeds and val images) exclude zero.")
+    plateaued = int(runs["plateau"].astype(bool).sum())
+    lines.append(f"- **Convergence**: {plateaued} of {len(runs)} runs met the plateau criterion (val AP, no flip, "
+                 f"gained < {PLATEAU_AP} over the last quarter of training; median gain there "
+                 f"{np.nanmedian(runs['late_gain_AP']):+.3f}, largest {np.nanmax(runs['late_gain_AP']):+.3f}).")
+    for r in table.itertuples():
+        label = "Primary" if r.role == "primary" else "Secondary"
+        p = f"p {r.p_t:.3f}" if r.role == "primary" else f"Holm p {r.p_holm:.3f}"
+        lines.append(
+            f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: Δ{r.metric} {r.diff:+.3f} "
+            f"({100 * r.interval_level:.1f} % interval over {r.pairs} paired seeds {_interval(r.diff_lo, r.diff_hi)}; "
+            f"over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, sign-flip p {r.p_sign_flip:.3f}; "
+            f"{r.control_mean:.3f} → {r.treatment_mean:.3f}): **{r.verdict}**. With this spread (SD {r.sd:.3f}), 80 % "
+            f"power for a difference this size at this level needs about {r.seeds_for_power} paired seeds.")
+    dec = decomposition_table(table)
+    if len(dec):
+        parts = dec[dec["part"].str.contains("->")]
+        total = dec[dec["part"] == "primary (total)"].iloc[0]
+        pieces = "; ".join(f"{_arm_label(r.control)} → {_arm_label(r.treatment)} {r.diff:+.3f} "
+                           f"({_interval(r.diff_lo, r.diff_hi)})" for r in parts.itertuples())
+        lines.append(f"- **Decomposition** of the primary's {total['diff']:+.3f}: {pieces}. The steps chain, so "
+                     "they sum to the total exactly; each step's verdict is in the design table.")
+    gains = design_gains(results_dir)
+    if prim and len(gains):
+        g = gains[(gains["control"] == prim["control"]) & (gains["treatment"] == prim["treatment"])]
+        if len(g) > 1:
+            first, last = g.iloc[0], g.iloc[-1]
+            peak = g.loc[g["diff"].idxmax()]
+            lines.append(f"- **With training** (val AP, no flip): the primary's paired gain was {first['diff']:+.3f} "
+                         f"± {first['diff_ci']:.3f} at epoch {first['epoch']}, largest {peak['diff']:+.3f} at epoch "
+                         f"{peak['epoch']}, and {last['diff']:+.3f} ± {last['diff_ci']:.3f} at the end (epoch "
+                         f"{last['epoch']}): learning faster is a result of its own, apart from ending higher.")
+    loc = localisation_comparisons(frame, results_dir, d["flip_test"], resamples=500)
+    if prim and len(loc):
+        lp = loc[(loc["control"] == prim["control"]) & (loc["treatment"] == prim["treatment"])]
+        names = {"found_rate": "found", "epe_found_px": "EPE on found keypoints (px)", "swap_rate": "swap rate",
+                 "pck_0.01": "PCK@1 %", "epe_px": "EPE (px)"}
+        text = "; ".join(f"{names[r.metric]} {r.control_mean:.3f} → {r.treatment_mean:.3f} (Δ {r.diff:+.3f}, "
+                         f"{_interval(r.diff_lo, r.diff_hi)} over seeds, {_interval(r.boot_lo, r.boot_hi)} over "
+                         "seeds and images)" for r in lp.itertuples() if np.isfinite(r.diff))
+        if text:
+            lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}.")
+    errors = _gross_error_share(results_dir, prim["control"] if prim else None, d["flip_test"])
+    if errors:
+        lines.append(errors)
+    return "\n".join(lines) + "\n"
+
+
+def _gross_error_share(results_dir, arm: str | None, flip_test: bool) -> str:
+    """Where the control arm's error sits: the wrists' and ankles' share of the summed per-joint mean end-point
+    error, their mean error, and the wrists' swap rate (mean over seeds)."""
+    from .data.synthetic import KEYPOINT_NAMES
+
+    per = []
+    for _, rec in run_records(results_dir):
+        cfg, res = rec["config"], rec["results"]
+        if arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]) != arm:
+            continue
+        m = res["flip" if flip_test else "no_flip"]
+        if "swap_rate_per_joint" in m:
+            per.append((np.asarray(m["epe_per_joint"], float), np.asarray(m["swap_rate_per_joint"], float)))
+    if not per or len(per[0][0]) != len(KEYPOINT_NAMES):
+        return ""
+    epe = np.mean([e for e, _ in per], 0)
+    swap = np.mean([w for _, w in per], 0)
+    far = [KEYPOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "left_ankle", "right_ankle")]
+    wrists = far[:2]
+    near = [KEYPOINT_NAMES.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
+    return (f"- **Where the error is** (`{_arm_label(arm)}`, mean over {len(per)} seeds): wrists and ankles (4 of "
+            f"{len(epe)} joints) carry {100 * epe[far].sum() / epe.sum():.0f} % of the summed per-joint end-point "
+            f"error (mean {epe[far].mean():.1f} px, against {epe[near].mean():.1f} px at shoulders and hips); "
+            f"{100 * swap[wrists].mean():.1f} % of wrist predictions are left/right swaps. A sub-pixel shift cannot "
+            "move errors of that size, so AP measures detection here more than localisation.")
+
+
+def alignment_findings(frame: pd.DataFrame, flip_test: bool = True, level: float = 0.95) -> str:
+    """Findings without a registered design (e.g. the pilot), every number read from the records. The alignments' paired
     comparisons with the baseline at one flip setting are one family: each gets its t-test p-value adjusted by Holm
     and its exact sign-flip p-value, and a simultaneous interval (Bonferroni: each at 1 - (1 - level) / m). A finding
     says "higher" or "lower" only when that corrected interval excludes zero and every run in it met the plateau
@@ -699,7 +1238,13 @@ def findings(frame: pd.DataFrame, flip_test: bool = True, level: float = 0.95) -
     return "\n".join(lines) + "\n"
 
 
-DIGITS = {"gain": 1, "ap_baseline": 1, "ap_method": 1, "detector": 1, "batch": 0}
+DIGITS = {"gain": 1, "ap_baseline": 1, "ap_method": 1, "detector": 1, "batch": 0, "share_of_total": 2,
+          **dict.fromkeys(("control", "treatment", "control_mean", "treatment_mean", "diff", "lo", "hi", "diff_lo",
+                           "diff_hi", "boot_lo", "boot_hi", "p_t", "p_holm", "p_sign_flip", "level", "sd",
+                           "late_gain_median", "late_gain_max", "found_rate", "swap_rate", "pck_0.01", "pck_0.02"),
+                          3)}
+SIGNED = {"diff", "lo", "hi", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "late_gain_median", "late_gain_max",
+          "d_AP"}  # printed with their sign
 TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
     "main": (lambda f, r, flip=True: main_table(f, flip),
              "Main comparison: mean ± 95 % CI over seeds; Δ is the paired difference to the baseline run of the same "
@@ -713,21 +1258,59 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
              "from the training records (two runs shared the CPU, so their ratios are rough)."),
     "published": (lambda f, r, flip=True: published_table(),
                   "Published COCO val2017 AP (%), not reproduced here; sources listed."),
+    "design": (lambda f, r, flip=True: design_summary(cached_design_table(f, r)),
+               "The registered comparisons at the design's metric and flip setting (fixed before the runs, whatever "
+               "the page's flip setting): paired difference (treatment − control) with its interval over seeds "
+               "(Student t; primary at the design's level, the secondary family simultaneous by Bonferroni), the "
+               "hierarchical bootstrap over seeds and val images at the same level, t-test p (Holm-adjusted over the "
+               "secondary family), sign-flip p, runs that had not plateaued, and the verdict."),
+    "decomposition": (lambda f, r, flip=True: decomposition_table(cached_design_table(f, r)),
+                      "The primary comparison's change split into the registered steps (each with its simultaneous "
+                      "interval), their sum and the total."),
+    "convergence": (lambda f, r, flip=True: convergence_table(f),
+                    f"Convergence per arm: runs whose val AP (no flip) gained < {PLATEAU_AP} over the last quarter "
+                    "of training (the plateau criterion), the gain there, and the final val AP (no flip)."),
+    "localisation": (lambda f, r, flip=True: localisation_table(f, flip),
+                     "Where alignment acts, per arm (mean ± 95 % CI over seeds): keypoints found (within "
+                     f"{FOUND_RADIUS:g} × box size, not swapped), EPE on found keypoints (px), left/right swap rate, "
+                     "PCK at 1 % and 2 % of the box size, EPE of all keypoints and |bias| (px)."),
+    "localisation_comparisons": (lambda f, r, flip=True: localisation_comparisons(f, r, flip),
+                                 "The registered comparisons on the localisation metrics: exploratory (95 %, "
+                                 "uncorrected, not in the family), with the bootstrap over seeds and images."),
 }
-FLIP_TABLES = ("main", "low_resolution")  # tables of one flip-test setting
+FLIP_TABLES = ("main", "low_resolution", "localisation", "localisation_comparisons")  # tables of one flip setting
 FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
-    "06_accuracy_vs_size": lambda f, r, flip=True: accuracy_vs_size(f, flip),
-    "06_paired_gain": lambda f, r, flip=True: paired_gain(f, flip_test=flip),
-    "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, _audit(r), flip),
+    "06_accuracy_by_arm": lambda f, r, flip=True: accuracy_by_arm(f, flip),
+    "06_design": lambda f, r, flip=True: design_figure(cached_design_table(f, r)),  # the design's flip setting
+    "06_gain_by_epoch": lambda f, r, flip=True: gain_by_epoch_figure(design_gains(r)),  # learning curve: no flip
+    "06_per_joint": lambda f, r, flip=True: per_joint_figure(r, flip),
+    "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, cached_design_table(f, r), flip),
     "06_bias_fields": lambda f, r, flip=True: bias_fields(r, flip_test=flip),
     "06_flip_consistency": lambda f, r, flip=True: flip_consistency_figure(f),  # compares the two settings itself
 }
 
 
-def _audit(results_dir):
-    path = Path(results_dir) / "misalignment_audit.json"
-    return records.read_record(path, kind="misalignment_audit") if path.is_file() else None
+_DESIGN_CACHE: dict = {}
+
+
+def cached_design_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """``design_table`` once per results folder and set of runs (its bootstrap takes seconds; the tables, figures and
+    findings all read it)."""
+    key = (str(Path(results_dir).resolve()), tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame["AP"]))))
+    if key not in _DESIGN_CACHE:
+        _DESIGN_CACHE.clear()
+        _DESIGN_CACHE[key] = design_table(frame, results_dir)
+    return _DESIGN_CACHE[key]
+
+
+def design_gains(results_dir) -> pd.DataFrame:
+    """``gain_by_epoch`` for the registered comparisons (empty without a design)."""
+    d = design(results_dir)
+    if d is None:
+        return pd.DataFrame()
+    comps = ([d["primary"]] if d["primary"] else []) + d["secondary"]
+    return gain_by_epoch(learning_curves(results_dir), [(c["control"], c["treatment"]) for c in comps])
 
 
 def table(name: str, frame: pd.DataFrame, results_dir, tables_dir, flip_test: bool = True) -> pd.DataFrame:
@@ -773,7 +1356,7 @@ def readme_blocks(results_dir, tables_dir) -> dict:
     """What the README quotes: each generated table's Markdown, the findings, and the speed measurements."""
     blocks = {name: Path(tables_dir, f"{name}.md").read_text(encoding="utf-8") for name in TABLES
               if Path(tables_dir, f"{name}.md").is_file()}
-    blocks["findings"] = findings(load_runs(results_dir))
+    blocks["findings"] = findings(load_runs(results_dir), results_dir=results_dir)
     blocks["speed"] = speed_summary(results_dir)
     return blocks
 
