@@ -108,8 +108,11 @@ def test_the_code_fingerprint_follows_what_training_imports(tmp_path):
     shutil.copy(records.TRAINING_NOTEBOOK, notebook)
     before = records.code_fingerprint(notebook=notebook, package=package)
     assert before == records.code_fingerprint(notebook=notebook, package=package)
-    (package / "report.py").write_text((package / "report.py").read_text() + "\n# a report change\n")
-    assert records.code_fingerprint(notebook=notebook, package=package) == before
+    for name in ("report.py", "stats.py", "data/synthetic.py"):  # the report's, and the data's (data fingerprint)
+        (package / name).write_text((package / name).read_text() + "\n# a change\n")
+        assert records.code_fingerprint(notebook=notebook, package=package) == before, name
+    assert {"train.py", "evaluate.py", "data/coco.py", "models/hrnet.py", "codecs/udp.py"} <= {
+        p.relative_to(package).as_posix() for p in records.training_files(package=package)}
     (package / "models" / "hrnet.py").write_text((package / "models" / "hrnet.py").read_text() + "\n# a model change\n")
     changed = records.code_fingerprint(notebook=notebook, package=package)
     assert changed != before

@@ -168,6 +168,15 @@ def write_results(path, results: list[dict]) -> Path:
 FOUND_RADIUS = 0.05
 
 
+def _joint_var(values) -> list:
+    """Per joint (column), the sample variance of the finite values; NaN for a joint with fewer than two."""
+    out = []
+    for column in np.asarray(values, np.float64).T:
+        x = column[np.isfinite(column)]
+        out.append(float(x.var(ddof=1)) if len(x) > 1 else float("nan"))
+    return out
+
+
 def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.01, 0.02, 0.05, 0.1, 0.2),
                   flip_pairs=COCO_FLIP_PAIRS, found_radius: float = FOUND_RADIUS) -> dict:
     """Sub-pixel metrics against exact ground truth (N, K, 2); only ``visible`` (N, K) > 0 keypoints count.
@@ -209,6 +218,10 @@ def exact_metrics(pred, gt, visible, box_sizes, pck_thresholds=(0.01, 0.02, 0.05
            "bias_x": float(err[..., 0][mask].mean()), "bias_y": float(err[..., 1][mask].mean()),
            "bias_x_per_joint": np.nanmean(per_joint[..., 0], 0).tolist(),
            "bias_y_per_joint": np.nanmean(per_joint[..., 1], 0).tolist(),
+           # spread of the signed error per joint, and how many keypoints: the noise floor of a measured bias
+           "error_var_x_per_joint": _joint_var(per_joint[..., 0]),
+           "error_var_y_per_joint": _joint_var(per_joint[..., 1]),
+           "keypoints_per_joint": mask.sum(0).tolist(),
            "epe_per_joint": joint_mean(dist, mask).tolist(),
            "swap_rate": float(swapped[mask].mean()), "swap_rate_per_joint": joint_mean(swapped, mask).tolist(),
            "found_radius": found_radius, "found_rate": float(found[mask].mean()),

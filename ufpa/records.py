@@ -125,33 +125,67 @@ def module_imports(path: Path, package: Path = REPO_ROOT / "ufpa") -> set[str]:
     return found
 
 
-def _module_files(name: str, package: Path) -> list[Path]:
-    folder = package / name
-    return sorted(folder.rglob("*.py")) if folder.is_dir() else [package / f"{name}.py"]
+def _resolve(parts: list[str], package: Path) -> list[Path]:
+    """The files importing ``ufpa.<parts>`` executes: the module (or package ``__init__``) and every parent package's
+    ``__init__``; empty if no such module."""
+    if not parts:
+        return [package / "__init__.py"]
+    module = package.joinpath(*parts)
+    found = module.with_suffix(".py") if module.with_suffix(".py").is_file() else module / "__init__.py"
+    if not found.is_file():
+        return []
+    return [package.joinpath(*parts[:k], "__init__.py") for k in range(len(parts))] + [found]
+
+
+def imported_files(path: Path, package: Path = REPO_ROOT / "ufpa") -> set[Path]:
+    """The ufpa source files a file's imports execute (lazy ones too), submodules named in ``from x import y``
+    included."""
+    here = list(Path(path).relative_to(package).parts[:-1])  # the package the file sits in
+    found: set[Path] = set()
+    for node in ast.walk(ast.parse(Path(path).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("ufpa")):
+            if node.level:
+                base = here[:len(here) - (node.level - 1)] if node.level > 1 else list(here)
+                target = base + (node.module.split(".") if node.module else [])
+            else:
+                target = node.module.split(".")[1:]
+            found.update(_resolve(target, package))
+            for alias in node.names:
+                found.update(_resolve(target + [alias.name], package))  # a submodule, if the name is one
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("ufpa"):
+                    found.update(_resolve(alias.name.split(".")[1:], package))
+    return found
 
 
 # What a training run's numbers depend on besides its config and data: the notebook that runs it and every ufpa
-# module ``train`` reaches by import. The report, the stats and the page are not in it, so a commit that changes only
-# them keeps the fingerprint and runs made before and after it still pool.
-TRAINING_ENTRY = ("train",)
+# source file ``train`` reaches by import. The report, the stats, the page and the SynthPose generator (whose effect
+# reaches a run only through the data, which the data fingerprint covers) are not in it, so a commit that changes
+# only them keeps the fingerprint and runs made before and after it still pool.
+TRAINING_ENTRY = ("train.py",)
 TRAINING_NOTEBOOK = REPO_ROOT / "notebooks" / "05_train.ipynb"
+
+
+def training_files(entry=TRAINING_ENTRY, package: Path = REPO_ROOT / "ufpa") -> list[Path]:
+    """The source files ``entry`` reaches by import, transitively, sorted."""
+    seen: set[Path] = set()
+    todo = [package / e for e in entry] + [package / "__init__.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo += sorted(imported_files(path, package) - seen)
+    return sorted(seen)
 
 
 def code_fingerprint(entry=TRAINING_ENTRY, notebook: Path | None = TRAINING_NOTEBOOK,
                      package: Path = REPO_ROOT / "ufpa") -> str:
-    """sha256 (16 hex digits) of the source files of the modules ``entry`` imports, transitively, and of the
+    """sha256 (16 hex digits) of the source files ``entry`` reaches by import (``training_files``) and of the
     notebook's code cells (outputs and metadata do not count)."""
-    seen, todo = set(), list(entry)
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        for path in _module_files(name, package):
-            todo += sorted(module_imports(path, package) - seen)
     digest = hashlib.sha256()
-    files = [package / "__init__.py"] + [f for name in sorted(seen) for f in _module_files(name, package)]
-    for path in files:
+    for path in training_files(entry, package):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     if notebook is not None:
         cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
