@@ -462,3 +462,16 @@ def test_the_power_table_sizes_seeds_from_a_pilot(results):
     assert ufpa["d_AP"] == pytest.approx(0.02) and ufpa["sd"] == pytest.approx(0.01)
     assert ufpa["seeds_alpha"] == report.stats.seeds_for_power(0.02, 0.01)
     assert ufpa["seeds_holm_4"] >= ufpa["seeds_alpha"]
+
+
+def test_the_bias_noise_floor_is_what_sampling_alone_gives():
+    """An unbiased model's joints still show a mean error of about SE * sqrt(pi / 2) each (Rayleigh): the floor a
+    measured |bias| must clear, four times the variance doubling it; records without the spread give NaN."""
+    metrics = {"error_var_x_per_joint": [4.0] * 17, "error_var_y_per_joint": [4.0] * 17,
+               "keypoints_per_joint": [400] * 17}
+    floor = report.abs_bias_floor(metrics)
+    assert 0.1 * math.sqrt(math.pi / 2) < floor < 0.2
+    wider = report.abs_bias_floor({**metrics, "error_var_x_per_joint": [16.0] * 17,
+                                   "error_var_y_per_joint": [16.0] * 17})
+    assert wider == pytest.approx(2 * floor)
+    assert math.isnan(report.abs_bias_floor({}))

@@ -32,6 +32,7 @@ from .train import arm_name, condition
 COLOURS = viz.ALIGNMENT_COLOURS
 METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "abs_bias_px", "flip_consistency_px")
 LABELS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_px": "EPE (px)", "abs_bias_px": "|bias| (px)",
+          "abs_bias_floor_px": "|bias| noise floor (px)",
           "flip_consistency_px": "flip cons. (px)", "params_M": "params (M)", "gflops": "GFLOPs",
           "size": "nominal size", "input_size": "run at"}
 PUBLISHED = Path(__file__).resolve().parent / "reference" / "published_coco_val.csv"
@@ -76,6 +77,7 @@ def run_rows(record: dict) -> list[dict]:
             "epochs": cfg["epochs"], "data": Path(cfg["data"]).name,
             "AP": m["AP"], "AP50": m["AP50"], "AP75": m["AP75"], "AR": m["AR"], "epe_px": m["epe_mean"],
             "epe_median_px": m["epe_median"], "abs_bias_px": abs_bias(m["bias_x_per_joint"], m["bias_y_per_joint"]),
+            "abs_bias_floor_px": abs_bias_floor(m),
             "flip_consistency_px": m["flip_consistency_px"], "pck_0.05": m.get("pck@0.05", np.nan),
             "found_rate": m.get("found_rate", np.nan), "epe_found_px": m.get("epe_found", np.nan),
             "swap_rate": m.get("swap_rate", np.nan), "pck_0.01": m.get("pck@0.01", np.nan),
@@ -481,14 +483,15 @@ def decomposition_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([out, summary], ignore_index=True)
 
 
-LOCALISATION = ("found_rate", "epe_found_px", "swap_rate", "pck_0.01", "pck_0.02", "epe_px", "abs_bias_px")
+LOCALISATION = ("found_rate", "epe_found_px", "swap_rate", "pck_0.01", "pck_0.02", "epe_px", "abs_bias_px",
+                "abs_bias_floor_px")
 
 
 def localisation_table(frame: pd.DataFrame, flip_test: bool = True) -> pd.DataFrame:
     """Per arm, where alignment should act, beside AP: keypoints found (within ``evaluate.FOUND_RADIUS`` of the box
     size and not swapped), the end-point error on those, the left/right swap rate, PCK at 1 % and 2 % of the box
-    size, the end-point error of all keypoints and |bias| (the length of each joint's mean signed error, averaged
-    over joints): mean ± 95 % CI over seeds."""
+    size, the end-point error of all keypoints, |bias| (the length of each joint's mean signed error, averaged
+    over joints) and its noise floor (``abs_bias_floor``): mean ± 95 % CI over seeds."""
     sub = frame[frame["flip_test"] == flip_test]
     return stats.aggregate(sub, ["model", "arm"], ("AP",) + LOCALISATION)
 
@@ -959,6 +962,20 @@ TEMPLATE = np.array([[0, -8.2], [0.35, -8.5], [-0.35, -8.5], [0.8, -8.3], [-0.8,
 SKELETON = viz.SKELETON_0  # COCO limbs, 0-based
 
 
+def abs_bias_floor(metrics: dict, level: float = 0.95, resamples: int = 2000, seed: int = 0) -> float:
+    """The |bias| an unbiased model would show from sampling alone, at its ``level`` quantile: each joint's mean
+    signed error redrawn as Normal(0, its error variance / its keypoint count) per axis, |bias| (``abs_bias``) of each
+    draw (a parametric bootstrap from the record's per-joint spread). A measured |bias| below it is not told apart from
+    none. NaN for records made before runs recorded the spread."""
+    if "error_var_x_per_joint" not in metrics:
+        return float("nan")
+    n = np.maximum(np.asarray(metrics["keypoints_per_joint"], float), 1)
+    se = np.sqrt(np.stack([np.asarray(metrics["error_var_x_per_joint"], float),
+                           np.asarray(metrics["error_var_y_per_joint"], float)], 1) / n[:, None])
+    draws = np.random.default_rng(seed).normal(size=(resamples,) + se.shape) * se
+    return float(np.quantile(np.nanmean(np.hypot(draws[..., 0], draws[..., 1]), 1), level))
+
+
 def abs_bias(bias_x_per_joint, bias_y_per_joint) -> float:
     """|bias|, the one definition the tables, figures and findings use: the length of each joint's mean signed error
     (image px), averaged over joints."""
@@ -1129,6 +1146,15 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                          "seeds and images)" for r in lp.itertuples() if np.isfinite(r.diff))
         if text:
             lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}.")
+    if prim:
+        arms = sub[sub["arm"].isin([prim["control"], prim["treatment"]])]
+        if arms["abs_bias_floor_px"].notna().any():
+            b = arms.groupby("arm")[["abs_bias_px", "abs_bias_floor_px"]].mean()
+            lines.append(f"- **|bias|** (the length of each joint's mean signed error, averaged over joints; mean over "
+                         f"seeds): `{_arm_label(prim['control'])}` {b.loc[prim['control'], 'abs_bias_px']:.2f} px, "
+                         f"`{_arm_label(prim['treatment'])}` {b.loc[prim['treatment'], 'abs_bias_px']:.2f} px; an "
+                         f"unbiased model would show up to {b['abs_bias_floor_px'].mean():.2f} px from its val images "
+                         "alone (95 % quantile of a parametric bootstrap of the per-joint means).")
     errors = _gross_error_share(results_dir, prim["control"] if prim else None, d["flip_test"])
     if errors:
         lines.append(errors)
@@ -1273,7 +1299,8 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
     "localisation": (lambda f, r, flip=True: localisation_table(f, flip),
                      "Where alignment acts, per arm (mean ± 95 % CI over seeds): keypoints found (within "
                      f"{FOUND_RADIUS:g} × box size, not swapped), EPE on found keypoints (px), left/right swap rate, "
-                     "PCK at 1 % and 2 % of the box size, EPE of all keypoints and |bias| (px)."),
+                     "PCK at 1 % and 2 % of the box size, EPE of all keypoints, |bias| (px) and the |bias| an unbiased "
+                     "model would reach by sampling alone (95 % quantile; px)."),
     "localisation_comparisons": (lambda f, r, flip=True: localisation_comparisons(f, r, flip),
                                  "The registered comparisons on the localisation metrics: exploratory (95 %, "
                                  "uncorrected, not in the family), with the bootstrap over seeds and images."),
