@@ -293,8 +293,8 @@ def main(argv=None) -> int:
     synth.add_argument("--seed", type=int, default=0, help="the dataset's seed (same seed, same images)")
     synth.add_argument("--height", type=int, default=256, help="image height (px)")
     synth.add_argument("--width", type=int, default=192, help="image width (px)")
-    synth.add_argument("--difficulty", default="standard", help="standard or easy (the cpu profile's data, with "
-                       "--train 4000 --val 400)")
+    synth.add_argument("--difficulty", default="standard", help="standard, easy (the cpu profile's data, with "
+                       "--train 4000 --val 400) or localise (easy, each side's limbs tinted apart)")
     synth.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes rendering images")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(run=_synth)
