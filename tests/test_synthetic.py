@@ -191,3 +191,29 @@ def test_scene_rejects_an_image_it_cannot_blend_into():
         scene.render(np.zeros((8, 6, 3), np.uint8))
     with pytest.raises(ValueError, match=r"got float32 \(6, 8, 3\)"):
         scene.render(np.zeros((6, 8, 3), np.float32))
+
+
+def test_localise_tints_the_sides_apart_and_leaves_easy_as_it_was(tmp_path):
+    """'localise' draws the same people as 'easy' (the tint takes no random draw) with the person's left limbs red
+    and right limbs blue; 'easy' annotation files do not mention the new field, so they keep their bytes."""
+    import cv2
+
+    easy, localise = tmp_path / "easy", tmp_path / "localise"
+    synthetic.generate(easy, train=8, val=2, seed=3, cfg=synthetic.synth_config("easy"), workers=1, progress=False)
+    synthetic.generate(localise, train=8, val=2, seed=3, cfg=synthetic.synth_config("localise"), workers=1,
+                       progress=False)
+    a = json.loads((easy / "annotations" / "person_keypoints_train.json").read_text())
+    b = json.loads((localise / "annotations" / "person_keypoints_train.json").read_text())
+    assert [x["keypoints"] for x in a["annotations"]] == [x["keypoints"] for x in b["annotations"]]
+    assert "side_tint" not in a["info"]["config"] and b["info"]["config"]["side_tint"] == 0.7
+    assert b["info"]["difficulty"] == "localise"
+    redder = []
+    for im, ann in zip(b["images"], b["annotations"]):
+        pixels = cv2.imread(str(localise / "images" / "train" / im["file_name"]))[..., ::-1].astype(float)  # RGB
+        k = np.asarray(ann["keypoints"]).reshape(17, 3)
+        for joint, left in ((9, True), (10, False), (15, True), (16, False)):  # wrists and ankles
+            x, y, v = k[joint]
+            if v > 0:
+                r, _, blue = pixels[int(round(y)), int(round(x))]
+                redder.append((r > blue) == left)
+    assert np.mean(redder) > 0.8  # a limb drawn over another may hide a few
