@@ -1385,6 +1385,7 @@ def readme_blocks(results_dir, tables_dir) -> dict:
               if Path(tables_dir, f"{name}.md").is_file()}
     blocks["findings"] = findings(load_runs(results_dir), results_dir=results_dir)
     blocks["speed"] = speed_summary(results_dir)
+    blocks["localise_check"] = data_check_summary(results_dir)
     return blocks
 
 
@@ -1426,7 +1427,7 @@ def speed_summary(results_dir) -> str:
         ap, epe = table.loc["AP"], table.loc["epe_px"]
         late = [plateau(rec) for _, rec in run_records(check)]
         gains = [g for _, g in late if np.isfinite(g)]
-        lines.append(f"- **bf16 autocast on CPU at the cpu recipe's length** (`profiles/bf16_check.yaml`, "
+        lines.append(f"- **bf16 autocast on CPU at the pilot recipe's length** (`profiles/bf16_check.yaml`, "
                      f"{int(ap['pairs'])} seeds each): flip AP {ap['bf16=true']:.3f} ± {ap['bf16=true_ci']:.3f} "
                      f"against fp32's {ap['bf16=false']:.3f} ± {ap['bf16=false_ci']:.3f}; paired difference "
                      f"{ap['difference']:+.3f} ± {ap['difference_ci']:.3f} AP (sign-flip p = {ap['p_sign_flip']:.2f}), "
@@ -1434,6 +1435,31 @@ def speed_summary(results_dir) -> str:
                      f"{sum(ok for ok, _ in late)} of its {len(late)} runs met the plateau criterion (val AP still "
                      f"rising by a median {np.median(gains):+.3f} over the last quarter): this compares bf16 with "
                      "fp32 at the recipe's length, not at convergence.")
+    return "\n".join(lines)
+
+
+def data_check_summary(results_dir) -> str:
+    """What limits accuracy on each SynthPose setting of ``reports/localise_check`` (a sibling of ``results_dir``'s
+    folder), per dataset, from its records (flip test): AP, keypoints found, the end-point error on them, the swap rate
+    (all joints, and the wrists'), and the wrists' and ankles' share of the summed per-joint end-point error. Empty
+    when there are no such records."""
+    from .data.synthetic import KEYPOINT_NAMES
+
+    check = Path(results_dir).parent / "localise_check" / "results"
+    if not records.run_record_paths(check / "runs"):
+        return ""
+    lines = []
+    for _, rec in sorted(run_records(check), key=lambda r: r[1]["config"]["data"]):
+        m, cfg = rec["results"]["flip"], rec["config"]
+        if "swap_rate_per_joint" not in m:
+            continue
+        epe, swap = np.asarray(m["epe_per_joint"], float), np.asarray(m["swap_rate_per_joint"], float)
+        far = [KEYPOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "left_ankle", "right_ankle")]
+        lines.append(f"- `{Path(cfg['data']).name}` ({cfg['alignment']} {_size(cfg['input_size'])}, {cfg['epochs']} "
+                     f"epochs, seed {cfg['seed']}): AP {m['AP']:.3f}; found {100 * m['found_rate']:.1f} % of "
+                     f"keypoints, EPE on them {m['epe_found']:.2f} px (all keypoints {m['epe_mean']:.2f} px); swaps "
+                     f"{100 * m['swap_rate']:.1f} % of keypoints, {100 * swap[far[:2]].mean():.1f} % of wrists; wrists "
+                     f"and ankles carry {100 * epe[far].sum() / epe.sum():.0f} % of the summed per-joint error.")
     return "\n".join(lines)
 
 
