@@ -484,12 +484,12 @@ def test_the_data_check_says_what_limits_accuracy_on_each_setting(tmp_path):
         epe = [2.0] * 17
         epe[9] = epe[10] = epe[15] = epe[16] = 10.0
         _edit(path, lambda r, data=data, swap=swap, epe=epe: (
-            r["config"].update(data=f"/x/{data}"),
-            r["results"]["flip"].update(found_rate=0.8, epe_found=2.0, swap_rate=swap / 4, epe_per_joint=epe,
+            r["config"].update(data=f"/x/{data}", flip=0.5),
+            r["results"]["no_flip"].update(found_rate=0.8, epe_found=2.0, swap_rate=swap / 4, epe_per_joint=epe,
                                         swap_rate_per_joint=[swap] * 17)))
     text = report.data_check_summary(tmp_path / "results")
     easy, localise = text.splitlines()
-    assert easy.startswith("- `synthpose-easy`") and "50.0 % of wrists" in easy
+    assert easy.startswith("- `synthpose-easy`, flip augmentation 0.5") and "50.0 % of wrists" in easy
     assert localise.startswith("- `synthpose-localise`") and "2.0 % of wrists" in localise
     assert f"carry {100 * 40 / (13 * 2 + 40):.0f} %" in easy
     assert report.data_check_summary(tmp_path / "elsewhere" / "results") == ""

@@ -1440,7 +1440,8 @@ def speed_summary(results_dir) -> str:
 
 def data_check_summary(results_dir) -> str:
     """What limits accuracy on each SynthPose setting of ``reports/localise_check`` (a sibling of ``results_dir``'s
-    folder), per dataset, from its records (flip test): AP, keypoints found, the end-point error on them, the swap rate
+    folder), per dataset and flip augmentation, from its records (no flip test: a mirrored image mirrors a colour
+    cue too): AP, keypoints found, the end-point error on them, the swap rate
     (all joints, and the wrists'), and the wrists' and ankles' share of the summed per-joint end-point error. Empty
     when there are no such records."""
     from .data.synthetic import KEYPOINT_NAMES
@@ -1449,14 +1450,15 @@ def data_check_summary(results_dir) -> str:
     if not records.run_record_paths(check / "runs"):
         return ""
     lines = []
-    for _, rec in sorted(run_records(check), key=lambda r: r[1]["config"]["data"]):
-        m, cfg = rec["results"]["flip"], rec["config"]
+    for _, rec in sorted(run_records(check), key=lambda r: (r[1]["config"]["data"], -r[1]["config"]["flip"])):
+        m, cfg = rec["results"]["no_flip"], rec["config"]
         if "swap_rate_per_joint" not in m:
             continue
         epe, swap = np.asarray(m["epe_per_joint"], float), np.asarray(m["swap_rate_per_joint"], float)
         far = [KEYPOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "left_ankle", "right_ankle")]
-        lines.append(f"- `{Path(cfg['data']).name}` ({cfg['alignment']} {_size(cfg['input_size'])}, {cfg['epochs']} "
-                     f"epochs, seed {cfg['seed']}): AP {m['AP']:.3f}; found {100 * m['found_rate']:.1f} % of "
+        lines.append(f"- `{Path(cfg['data']).name}`, flip augmentation {cfg['flip']:g} ({cfg['alignment']} "
+                     f"{_size(cfg['input_size'])}, {cfg['epochs']} epochs, seed {cfg['seed']}): AP {m['AP']:.3f}; "
+                     f"found {100 * m['found_rate']:.1f} % of "
                      f"keypoints, EPE on them {m['epe_found']:.2f} px (all keypoints {m['epe_mean']:.2f} px); swaps "
                      f"{100 * m['swap_rate']:.1f} % of keypoints, {100 * swap[far[:2]].mean():.1f} % of wrists; wrists "
                      f"and ankles carry {100 * epe[far].sum() / epe.sum():.0f} % of the summed per-joint error.")
