@@ -1184,8 +1184,9 @@ def _gross_error_share(results_dir, arm: str | None, flip_test: bool) -> str:
     return (f"- **Where the error is** (`{_arm_label(arm)}`, mean over {len(per)} seeds): wrists and ankles (4 of "
             f"{len(epe)} joints) carry {100 * epe[far].sum() / epe.sum():.0f} % of the summed per-joint end-point "
             f"error (mean {epe[far].mean():.1f} px, against {epe[near].mean():.1f} px at shoulders and hips); "
-            f"{100 * swap[wrists].mean():.1f} % of wrist predictions are left/right swaps. A sub-pixel shift cannot "
-            "move errors of that size, so AP measures detection here more than localisation.")
+            f"{100 * swap[wrists].mean():.1f} % of wrist predictions lie nearer the other wrist's ground truth than "
+            "their own (swapped, or lost between the two). A sub-pixel shift cannot move errors of that size, so AP "
+            "measures detection here more than localisation.")
 
 
 def alignment_findings(frame: pd.DataFrame, flip_test: bool = True, level: float = 0.95) -> str:
