@@ -1109,15 +1109,20 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     lines.append(f"- **Convergence**: {plateaued} of {len(runs)} runs met the plateau criterion (val AP, no flip, "
                  f"gained < {PLATEAU_AP} over the last quarter of training; median gain there "
                  f"{np.nanmedian(runs['late_gain_AP']):+.3f}, largest {np.nanmax(runs['late_gain_AP']):+.3f}).")
+    def p_text(name, value):
+        return f"{name} {value:.3f}" if np.isfinite(value) else f"{name} n/a"
+
     for r in table.itertuples():
         label = "Primary" if r.role == "primary" else "Secondary"
-        p = f"p {r.p_t:.3f}" if r.role == "primary" else f"Holm p {r.p_holm:.3f}"
+        p = p_text("p", r.p_t) if r.role == "primary" else p_text("Holm p", r.p_holm)
+        power = (f" With this spread (SD {r.sd:.3f}), 80 % power for a difference this size at this level needs about "
+                 f"{r.seeds_for_power} paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
         lines.append(
             f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: Δ{r.metric} {r.diff:+.3f} "
-            f"({100 * r.interval_level:.1f} % interval over {r.pairs} paired seeds {_interval(r.diff_lo, r.diff_hi)}; "
-            f"over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, sign-flip p {r.p_sign_flip:.3f}; "
-            f"{r.control_mean:.3f} → {r.treatment_mean:.3f}): **{r.verdict}**. With this spread (SD {r.sd:.3f}), 80 % "
-            f"power for a difference this size at this level needs about {r.seeds_for_power} paired seeds.")
+            f"({100 * r.interval_level:.1f} % interval over {r.pairs} paired seed{'s' if r.pairs != 1 else ''} "
+            f"{_interval(r.diff_lo, r.diff_hi)}; over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, "
+            f"{p_text('sign-flip p', r.p_sign_flip)}; {r.control_mean:.3f} → {r.treatment_mean:.3f}): "
+            f"**{r.verdict}**.{power}")
     dec = decomposition_table(table)
     if len(dec):
         parts = dec[dec["part"].str.contains("->")]
@@ -1132,10 +1137,12 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
         if len(g) > 1:
             first, last = g.iloc[0], g.iloc[-1]
             peak = g.loc[g["diff"].idxmax()]
-            lines.append(f"- **With training** (val AP, no flip): the primary's paired gain was {first['diff']:+.3f} "
-                         f"± {first['diff_ci']:.3f} at epoch {first['epoch']}, largest {peak['diff']:+.3f} at epoch "
-                         f"{peak['epoch']}, and {last['diff']:+.3f} ± {last['diff_ci']:.3f} at the end (epoch "
-                         f"{last['epoch']}): learning faster is a result of its own, apart from ending higher.")
+            def pm(row):
+                return f"{row['diff']:+.3f}" + (f" ± {row['diff_ci']:.3f}" if np.isfinite(row["diff_ci"]) else "")
+            lines.append(f"- **With training** (val AP, no flip, mean ± 95 % CI over {int(last['pairs'])} paired "
+                         f"seeds): the primary's paired gain was {pm(first)} at epoch {first['epoch']}, largest "
+                         f"{pm(peak)} at epoch {peak['epoch']}, and {pm(last)} at the end (epoch {last['epoch']}): "
+                         "learning faster is a result of its own, apart from ending higher.")
     loc = localisation_comparisons(frame, results_dir, d["flip_test"], resamples=500)
     if prim and len(loc):
         lp = loc[(loc["control"] == prim["control"]) & (loc["treatment"] == prim["treatment"])]
