@@ -853,10 +853,11 @@ def gain_by_epoch_figure(gains: pd.DataFrame, path=None):
         ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
-    for (control, treatment), g in gains.groupby(["control", "treatment"], sort=False):
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # one per comparison: colours repeat
+    for i, ((control, treatment), g) in enumerate(gains.groupby(["control", "treatment"], sort=False)):
         c = arm_colour(treatment)
-        ls = "--" if _hollow(treatment) or _hollow(control) else "-"
-        ax.plot(g["epoch"], g["diff"], ls, marker="o", ms=3, color=c,
+        ls, marker = styles[i % len(styles)]
+        ax.plot(g["epoch"], g["diff"], ls, marker=marker, ms=3, color=c,
                 label=f"{_arm_label(treatment)} vs {_arm_label(control)}")
         ax.fill_between(g["epoch"], g["diff"] - g["diff_ci"].fillna(0), g["diff"] + g["diff_ci"].fillna(0), color=c,
                         alpha=0.15)
@@ -895,7 +896,8 @@ def per_joint_figure(results_dir, flip_test: bool = True, path=None):
     k = len(rows[0]["found"])
     names = list(KEYPOINT_NAMES) if k == len(KEYPOINT_NAMES) else [str(i) for i in range(k)]
     width = 0.8 / len(arms)
-    for ax, key, label in zip(axes, ("found", "swap"), ("EPE on found keypoints (image px)", "left/right swap rate")):
+    labels = ("EPE on found keypoints (image px)", "nearer the partner's truth\n(swapped or lost between)")
+    for ax, key, label in zip(axes, ("found", "swap"), labels):
         for j, arm in enumerate(arms):
             values = np.stack([r[key] for r in rows if r["arm"] == arm])
             stats_ = [stats.mean_ci(values[:, i]) for i in range(k)]
