@@ -210,6 +210,11 @@ def test_progress_estimates_from_measured_epochs_and_prior_records(tmp_path):
     for j in range(4):
         progress.finished(j)
     assert progress.seconds_left() == 0.0 and "4/4 trained" in progress.line()
+    progress.todo = [0, 1]  # runs 2 and 3 finished here before: skipped, they pass through but were not trained
+    assert "2/2 trained" in progress.line()
+    datasets = sweep.Progress(sweep.expand({**doc, "grid": {"data": ["/far/away/synthpose-a", "/x/synthpose-b"]}},
+                                           reports=str(tmp_path / "reports")), jobs=1)
+    assert datasets.label(0) == "synthpose-a"  # a dataset by its folder's name, not its whole path
 
 
 def test_a_profile_of_ones_own_runs_from_anywhere_and_a_finished_run_is_never_failed(tmp_path, monkeypatch):

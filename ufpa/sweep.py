@@ -515,6 +515,8 @@ class Progress:
                 return name if value else f"no {name}"
             if isinstance(value, (tuple, list)):
                 return "x".join(map(str, value))
+            if name in PATH_FIELDS and isinstance(value, str):
+                return Path(value).name  # a dataset by its folder's name, as the run id counts it
             return f"s{value}" if name == "seed" else str(value)
         cfg = asdict(self.runs[j])
         return " ".join(show(k, cfg[k]) for k in self.varying) or run_id(self.runs[j])
@@ -522,7 +524,7 @@ class Progress:
     def line(self) -> str:
         with self.lock:
             running = [j for j, st in self.state.items() if st == "running"]
-            done = sum(st == "finished" for st in self.state.values())
+            done = sum(self.state.get(j) == "finished" for j in self.todo)  # skipped runs pass through too
         parts = [f"{done}/{len(self.todo)} trained"]
         for j in running:
             parts.append(f"{self.label(j)} epoch {len(self.epochs_logged(j))}/{self.runs[j].epochs}")
