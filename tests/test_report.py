@@ -493,3 +493,19 @@ def test_the_data_check_says_what_limits_accuracy_on_each_setting(tmp_path):
     assert localise.startswith("- `synthpose-localise`") and "2.0 % of wrists" in localise
     assert f"carry {100 * 40 / (13 * 2 + 40):.0f} %" in easy
     assert report.data_check_summary(tmp_path / "elsewhere" / "results") == ""
+
+
+def test_two_training_codes_pool_only_when_a_reproduction_joined_them(results):
+    """A sweep finished after the training code changed: its records pool with the earlier ones only where `python -m
+    ufpa reproduce` re-trained a record at the new code and got it bit for bit (an equivalence record)."""
+    paths = sorted((results / "runs").glob("*-00000000.json"))
+    for i, path in enumerate(paths):
+        _edit(path, lambda r, i=i: r["results"].update(code_fingerprint="aaaa" if i % 2 else "bbbb"))
+    with pytest.raises(ValueError, match="2 versions of the training code .*python -m ufpa reproduce"):
+        report.load_runs(results)
+    records.write_record(results / "equivalence" / "aaaa-bbbb.json", "code_equivalence", {"record": "x"},
+                         {"codes": ["aaaa", "bbbb"], "run_id": "x", "device": "cpu", "cpu_capability": "AVX2"})
+    assert len(report.load_runs(results)) == 36
+    _edit(paths[0], lambda r: r["results"].update(code_fingerprint="cccc"))
+    with pytest.raises(ValueError, match="3 versions of the training code"):
+        report.load_runs(results)

@@ -127,3 +127,26 @@ def test_the_code_fingerprint_follows_what_training_imports(tmp_path):
     code["source"] = "".join(code["source"]) + "\nx = 1\n"
     notebook.write_text(json.dumps(nb))
     assert records.code_fingerprint(notebook=notebook, package=package) != changed
+
+
+def test_reproduce_repeats_a_run_and_records_that_two_codes_compute_alike(tmp_path):
+    """`python -m ufpa reproduce`: the run re-trained at the code checked out repeats its record bit for bit; under
+    another code fingerprint that becomes an equivalence record (what lets the report pool the two codes); a record
+    whose numbers were not what its config computes is caught."""
+    data = tmp_path / "data"
+    synthetic.ensure(data, "easy", train=24, val=6, seed=0)
+    cfg = train.TrainConfig(data=str(data), epochs=1, batch_size=8, train_limit=16, warmup_steps=2, eval_every=1,
+                            out=str(tmp_path / "runs"), reports=str(tmp_path / "reports"), progress=False)
+    train.train(cfg)
+    record = train.record_path(cfg)
+    rec = json.loads(record.read_text())
+    rec["results"]["code_fingerprint"] = "0" * 16  # as if made by another training code
+    record.write_text(json.dumps(rec))
+    out = runs.reproduce(record, tmp_path / "again")
+    assert out["identical"] and out["same_cpu"] and out["differences"] == []
+    equivalence = records.read_record(out["equivalence"], kind="code_equivalence")
+    assert equivalence["results"]["codes"] == ["0" * 16, records.code_fingerprint()]
+    rec["results"]["flip"]["AP"] += 0.01
+    record.write_text(json.dumps(rec))
+    out = runs.reproduce(record, tmp_path / "third")
+    assert not out["identical"] and any(d.startswith("flip AP") for d in out["differences"])

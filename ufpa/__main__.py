@@ -268,6 +268,26 @@ def _notebook_parameters(args) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from . import runs
+
+    record = Path(os.path.abspath(args.record))
+    if not record.is_file():
+        raise SystemExit(f"reproduce: no record at {record}; give a training record (results/runs/<run_id>.json)")
+    out = runs.reproduce(record, os.path.abspath(args.scratch) if args.scratch else None)
+    if out["identical"]:
+        print(f"{out['run_id']}: repeated bit for bit (code {out['old_code']} then {out['new_code']}, "
+              f"{'same' if out['same_cpu'] else 'another'} CPU type)"
+              + (f"; equivalence recorded in {out['equivalence']}" if out["equivalence"] else ""))
+        return 0
+    print(f"{out['run_id']}: differs from its record ({len(out['differences'])} numbers), e.g. "
+          + "; ".join(out["differences"][:3]) + ("" if out["same_cpu"] else ". It ran on another CPU type, where "
+                                                 "runs differ by rounding: compare within ufpa.runs."
+                                                 "CROSS_CPU_TOLERANCE, or reproduce on the record's CPU type"),
+          file=sys.stderr)
+    return 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ufpa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -334,6 +354,13 @@ def main(argv=None) -> int:
     params.add_argument("notebook", nargs="?", default="notebooks/05_train.ipynb")
     params.add_argument("--check", action="store_true", help="only say whether it is in step (exit 1 if not)")
     params.set_defaults(run=_notebook_parameters)
+
+    again = sub.add_parser("reproduce", help="re-train a recorded run with the code checked out now and compare it "
+                           "bit for bit; if it repeats under another training code, record that the two codes "
+                           "pool")
+    again.add_argument("record", help="a training record, e.g. reports/results/runs/<run_id>.json")
+    again.add_argument("--scratch", default=None, help="where the re-run goes (default: scratch/reproduce)")
+    again.set_defaults(run=_reproduce)
 
     rep = sub.add_parser("report", help="notebooks 05 and 06, the tables and figures, and reports/study.html")
     rep.add_argument("--profile", default="profiles/cpu.yaml", help="the sweep whose baseline run notebook 05 shows")

@@ -126,11 +126,31 @@ def code_identity(rec: dict) -> str:
     return f"code {code}" if code else f"commit {rec['provenance']['git_commit'][:10]}"
 
 
+def _code_groups(codes: set, folders) -> list[set]:
+    """The code identities joined by the equivalence records in ``<folder>/equivalence/`` (``runs.reproduce``: a run
+    of one code re-trained at the other repeated bit for bit on the same CPU type): the groups that may pool."""
+    parent = {c: c for c in codes}
+
+    def root(c):
+        while parent.setdefault(c, c) != c:
+            c = parent[c]
+        return c
+    for folder in folders:
+        for path in sorted((Path(folder) / "equivalence").glob("*.json")):
+            a, b = (f"code {c}" for c in records.read_record(path, kind="code_equivalence")["results"]["codes"])
+            parent[root(a)] = root(b)
+    groups: dict = {}
+    for c in codes:
+        groups.setdefault(root(c), set()).add(c)
+    return list(groups.values())
+
+
 def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> None:
     """What a report may pool, checked before anything is averaged: each record once; every metric a finite number;
     the seeds of a condition (model, head, codec, size, alignment) distinct seeds of one identical config (everything
     but the seed equal, the data's folder name and fingerprint included); and, unless ``one_commit=False``, every
-    record made at one commit. Anything else is refused with the files and the difference named."""
+    record made with one training code (``code_identity``), or with codes an equivalence record joins
+    (``runs.reproduce``). Anything else is refused with the files and the difference named."""
     seen = {}
     for path, rec in recs:
         rid = rec["results"]["run_id"]
@@ -164,10 +184,13 @@ def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> Non
             twice = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ValueError(f"condition {'/'.join(key)} has seed(s) {twice} more than once: a seed counts once")
     codes = {code_identity(rec) for _, rec in recs}
-    if one_commit and len(codes) > 1:
+    if one_commit and len(codes) > 1 and len(_code_groups(codes, {p.parent.parent for p, _ in recs})) > 1:
         named = ", ".join(sorted(codes))
         raise ValueError(f"the records were made with {len(codes)} versions of the training code ({named}): a report "
-                         "is of one; re-run the others at one commit, or pass one_commit=False to pool them knowingly")
+                         "is of one, or of codes shown to compute the same numbers (`python -m ufpa reproduce "
+                         "<record>` re-trains a record at the code checked out and, if it repeats bit for bit, says "
+                         "so in <results>/equivalence/); else re-run the others at one commit, or pass "
+                         "one_commit=False to pool them knowingly")
 
 
 def load_runs(results_dir, one_commit: bool = True) -> pd.DataFrame:

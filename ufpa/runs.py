@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -237,4 +238,59 @@ def cross_cpu_differences(a: dict, b: dict) -> list[str]:
         allowed = {"rel": amount * max(abs(x), abs(y)), "abs": amount, "epe": amount * (epe or 0.0)}[kind]
         if not abs(x - y) <= allowed:
             out.append(f"{label}: {x:.6g} vs {y:.6g} (allowed +-{allowed:.3g})")
+    return out
+
+
+# --- a record reproduced: one training code standing in for another -------------------------------------------------
+
+def identical_differences(a: dict, b: dict) -> list[str]:
+    """Everything two records of one config computed that differs at all (the learning curve's losses and val AP,
+    every metric of both flip settings, the per-image results' hash): empty when the second run repeated the first bit
+    for bit."""
+    ra, rb = a["results"], b["results"]
+    if ra["run_id"] != rb["run_id"]:
+        raise ValueError(f"records of two configs ({ra['run_id']}, {rb['run_id']}) are not runs to compare")
+    out = []
+    for x, y in zip(ra["learning_curve"], rb["learning_curve"]):
+        for key in ("loss", "val_AP", "val_epe_mean"):
+            if x.get(key) != y.get(key):
+                out.append(f"epoch {x['epoch']} {key}: {x.get(key)!r} vs {y.get(key)!r}")
+    if len(ra["learning_curve"]) != len(rb["learning_curve"]):
+        out.append(f"learning curves of {len(ra['learning_curve'])} and {len(rb['learning_curve'])} epochs")
+    for name in ("no_flip", "flip"):
+        for key in sorted(set(ra[name]) | set(rb[name])):
+            if ra[name].get(key) != rb[name].get(key):
+                out.append(f"{name} {key}: {str(ra[name].get(key))[:40]} vs {str(rb[name].get(key))[:40]}")
+    for key in ("keypoints_sha256", "instances_sha256"):
+        if ra.get(key) and rb.get(key) and ra[key] != rb[key]:
+            out.append(f"{key} differs")
+    return out
+
+
+def reproduce(record: str | os.PathLike, scratch: str | os.PathLike | None = None) -> dict:
+    """Re-train a recorded run with the code checked out now, on this machine, into ``scratch`` (default:
+    ``scratch/reproduce/``), and compare it with the record bit for bit (``identical_differences``). When the two
+    training codes differ (``code_fingerprint``) and the run repeated exactly, on the CPU type that made the record,
+    an equivalence record goes beside the record (``<results>/equivalence/<old>-<new>.json``): the report then pools
+    records of the two codes (``report.check_pooling``). Returns what it found."""
+    from .train import train
+
+    path = Path(record).resolve()
+    cfg, rec = load_run(path)
+    where = Path(scratch) if scratch else records.SCRATCH / "reproduce"
+    cfg = dataclasses.replace(cfg, out=str(where / "runs"), reports=str(where), progress=False)
+    train(cfg)
+    again = records.read_record(where / "results" / "runs" / path.name, "train_run")
+    diffs = identical_differences(rec, again)
+    old, new = rec["results"].get("code_fingerprint"), again["results"]["code_fingerprint"]
+    same_cpu = rec["provenance"].get("cpu_capability") == again["provenance"].get("cpu_capability") and \
+        rec["provenance"]["device"] == again["provenance"]["device"]
+    out = {"run_id": rec["results"]["run_id"], "old_code": old, "new_code": new, "identical": not diffs,
+           "differences": diffs, "same_cpu": same_cpu, "equivalence": None}
+    if not diffs and same_cpu and old and old != new:
+        target = path.parent.parent / "equivalence" / f"{old}-{new}.json"
+        records.write_record(target, "code_equivalence", {"record": records.repo_relative(path)},
+                             {"codes": [old, new], "run_id": out["run_id"], "device": again["provenance"]["device"],
+                              "cpu_capability": again["provenance"].get("cpu_capability")}, cfg.seed)
+        out["equivalence"] = str(target)
     return out
