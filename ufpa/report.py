@@ -1193,6 +1193,10 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Where the CPU study's gross errors sit (wrists first: the findings read the first two as the wrists).
+GROSS_ERROR_JOINTS = ("left_wrist", "right_wrist", "left_ankle", "right_ankle")
+
+
 def _gross_error_share(results_dir, arm: str | None, flip_test: bool) -> str:
     """Where the control arm's error sits: the wrists' and ankles' share of the summed per-joint mean end-point
     error, their mean error, and the wrists' swap rate (mean over seeds)."""
@@ -1210,7 +1214,7 @@ def _gross_error_share(results_dir, arm: str | None, flip_test: bool) -> str:
         return ""
     epe = np.mean([e for e, _ in per], 0)
     swap = np.mean([w for _, w in per], 0)
-    far = [KEYPOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "left_ankle", "right_ankle")]
+    far = [KEYPOINT_NAMES.index(n) for n in GROSS_ERROR_JOINTS]
     wrists = far[:2]
     near = [KEYPOINT_NAMES.index(n) for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip")]
     return (f"- **Where the error is** (`{_arm_label(arm)}`, mean over {len(per)} seeds): wrists and ankles (4 of "
@@ -1488,7 +1492,7 @@ def data_check_summary(results_dir) -> str:
         if "swap_rate_per_joint" not in m:
             continue
         epe, swap = np.asarray(m["epe_per_joint"], float), np.asarray(m["swap_rate_per_joint"], float)
-        far = [KEYPOINT_NAMES.index(n) for n in ("left_wrist", "right_wrist", "left_ankle", "right_ankle")]
+        far = [KEYPOINT_NAMES.index(n) for n in GROSS_ERROR_JOINTS]
         lines.append(f"- `{Path(cfg['data']).name}`, flip augmentation {cfg['flip']:g} ({cfg['alignment']} "
                      f"{_size(cfg['input_size'])}, {cfg['epochs']} epochs, seed {cfg['seed']}): AP {m['AP']:.3f}; "
                      f"found {100 * m['found_rate']:.1f} % of "
