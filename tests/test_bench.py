@@ -1,5 +1,7 @@
 """ufpa.bench on CPU: the GPU code path (bf16 autocast, channels_last) runs, and costs are counted."""
 
+import math
+
 import pytest
 
 from ufpa import bench
@@ -67,4 +69,7 @@ def test_a_missed_goal_is_measured_against_flops_and_names_its_ops():
     held = bench.excess_ops(cfg, ["ufpa"])["ufpa"]
     ops = [o["op"] for o in held["ops"]]
     assert any("replication_pad" in op for op in ops), ops  # the padding ufpa adds: the baseline has none
-    assert held["extra_ms_per_step"] > 0 and held["ops"][0]["extra_ms_per_step"] >= held["ops"][-1]["extra_ms_per_step"]
+    pad = next(o for o in held["ops"] if "replication_pad" in o["op"])
+    assert pad["extra_ms_per_step"] > 0  # all of its time is extra; the whole step's difference is timing noise-bound
+    extras = [o["extra_ms_per_step"] for o in held["ops"]]
+    assert extras == sorted(extras, reverse=True) and math.isfinite(held["extra_ms_per_step"])
