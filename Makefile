@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-controls study-codecs sweep report test venv lint notebooks clean gpu-check
+.PHONY: study study-controls study-codecs study-learned sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -44,12 +44,16 @@ sweep: $(STAMP)
 	$(BIN)/python -m ufpa sweep $(PROFILE) --jobs $(JOBS)
 
 # The rest of the CPU study's design (issue 21), each about 2 h on 2 cores: the controls that split the primary's first
-# step, and the codec axis. Their records join reports/ (their designs join the secondary family); `make report` after.
+# step, and the codec axis; and the learned aligner against zero-cost alignment (issue 22, about 40 min). Their
+# records join reports/ (their designs join the secondary family); `make report` after.
 study-controls: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_controls.yaml --jobs $(JOBS)
 
 study-codecs: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_codecs.yaml --jobs $(JOBS)
+
+study-learned: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_learned.yaml --jobs $(JOBS)
 
 # Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
 test: $(STAMP)

@@ -80,7 +80,10 @@ def test_papermill_model_audit_notebook_records_its_tables(tmp_path):
              if row["alignment"] == "baseline" and row["stride"] == 4 and row["up_levels"] > 0}
     assert worst == {1: 4.0, 2: 12.0, 3: 28.0}
     assert record["results"]["empirical_max_dev_px"] <= 1e-9
-    assert len({row["params"] for row in record["results"]["costs"] if row["head"] == "heatmap"}) == 1
+    heatmap = {row["alignment"]: row["params"] for row in record["results"]["costs"] if row["head"] == "heatmap"}
+    assert len({heatmap.pop("learned")} | set(heatmap.values())) == 2 and len(set(heatmap.values())) == 1
+    fits = record["results"]["learned_fit"]  # the synthetic-shift test, at every factor HRNet upsamples by
+    assert {f["factor"] for f in fits} == {2, 4, 8} and all(f["max_error"] < 0.01 for f in fits)
     points = record["results"]["fusion_points"]
     per_variant = {a: [p for p in points if p["alignment"] == a] for a in {p["alignment"] for p in points}}
     assert len(per_variant) == 5 and len({len(v) for v in per_variant.values()}) == 1  # same fusions, every variant
@@ -132,7 +135,8 @@ def test_cli(tmp_path):
     bench = json.loads(rec.read_text())
     assert bench["kind"] == "bench_models" and bench["config"]["model"] == "hrnet_w8_tiny"
     rows = {row["variant"]: row for row in bench["results"]["rows"]}
-    assert set(rows) == {"baseline", "ufpa", "ufpa_any"} and rows["ufpa"]["input_size"] == [65, 65]
+    assert set(rows) == {"baseline", "ufpa", "ufpa_any", "learned"} and rows["ufpa"]["input_size"] == [65, 65]
+    assert rows["learned"]["params"] > rows["baseline"]["params"]
     assert all(row["images_per_s"] > 0 and row["peak_memory_mb"] > 0 for row in rows.values())
     assert rows["baseline"]["step_time_ratio_vs_baseline"] == 1.0
     assert 0 < rows["baseline"]["gflops"] < rows["ufpa"]["gflops"]  # 65x65 computes more than 64x64

@@ -1,6 +1,7 @@
 """The report: records into tables (paired differences, formats), schema errors, figures, the page, and
 the committed tables agreeing with the committed records."""
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -509,3 +510,52 @@ def test_two_training_codes_pool_only_when_a_reproduction_joined_them(results):
     _edit(paths[0], lambda r: r["results"].update(code_fingerprint="cccc"))
     with pytest.raises(ValueError, match="3 versions of the training code"):
         report.load_runs(results)
+
+
+def _learned_run(folder, seed, scale, images):
+    """A learned-alignment record whose offsets file reads a model whose samplers move ``scale`` times the correction
+    the geometry asks for (1: all of it, 0.5: half), so the share removed is known."""
+    import torch
+
+    from ufpa import learned
+    from ufpa.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("hrnet_w8_tiny", alignment="learned", input_size=(96, 64), head="udp")
+    with torch.no_grad():
+        for module in learned.learned_modules(model).values():
+            f = module.factor
+            phase = scale * torch.arange(f, dtype=torch.float32) / f
+            module.coarse_bias.copy_(torch.stack((phase.view(f, 1).expand(f, f), phase.view(1, f).expand(f, f)))
+                                     .reshape(-1))
+    text = json.dumps(learned.learned_alignment(model, images, (96, 64)), separators=(",", ":"))
+    path = fake_record(folder, "learned", (96, 64), seed, 0.5)
+    rec = json.loads(path.read_text())
+    path.with_suffix(".offsets.json").write_text(text)
+    rec["results"]["offsets_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    records.write_record(path, "train_run", rec["config"], rec["results"], seed)
+    return path
+
+
+def test_learned_offsets_are_read_against_the_geometry_over_seeds(tmp_path):
+    """issue 22: the table pools each run's offsets file over seeds; a file that is not the record's is refused."""
+    import torch
+
+    folder = tmp_path / "results"
+    images = torch.randn(2, 3, 96, 64)
+    for seed, scale in ((0, 1.0), (1, 0.5)):
+        fake_record(folder, "baseline", (96, 64), seed, 0.5)
+        last = _learned_run(folder, seed, scale, images)
+    frame = report.load_runs(folder)
+    table = report.learned_offsets_table(frame, folder)
+    inner = table[table["region"] == "interior"]
+    assert (inner["seeds"] == 2).all() and inner["fusion point"].str.startswith("stage ").all()
+    assert np.allclose(inner["removed_max"], 1, atol=1e-3) and np.allclose(inner["removed_min"], 0.5, atol=1e-3)
+    assert np.allclose(inner["learned_mean_px"], 0.75 * inner["correction_mean_px"], atol=1e-3)
+    fig = report.learned_offsets_figure(frame, folder, path=tmp_path / "offsets.png")
+    assert (tmp_path / "offsets.png").stat().st_size > 5000 and len(fig.axes) == 2 * inner["fusion point"].nunique()
+    last.with_suffix(".offsets.json").write_text("{}")
+    with pytest.raises(ValueError, match="is not the offsets file of the record"):
+        report.learned_offsets_table(frame, folder)
+    no_learned = report.learned_offsets_table(frame[frame["alignment"] != "learned"], folder)
+    assert "no runs of alignment 'learned'" in no_learned.iloc[0, 0]

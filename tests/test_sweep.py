@@ -29,7 +29,7 @@ def grid(tmp_path_factory):
 def test_profiles_expand_and_validate():
     smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
     assert len(smoke) == 2
-    counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "gpu": 56}
+    counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "cpu_learned": 21, "gpu": 63}
     for name, count in counts.items():
         doc = sweep.load_grid(ROOT / "profiles" / f"{name}.yaml")
         runs = sweep.expand(doc)
@@ -43,6 +43,8 @@ def test_profiles_expand_and_validate():
     assert {(c.alignment, c.padding, c.input_size) for c in cpu} == want
     controls = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_controls.yaml"))}
     assert len(controls & {sweep.run_id(c) for c in cpu}) == 14, "the shared arms are the same runs (skipped)"
+    learned = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_learned.yaml"))}
+    assert len(learned & {sweep.run_id(c) for c in cpu}) == 14, "baseline and ufpa are cpu.yaml's runs"
 
 
 def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):

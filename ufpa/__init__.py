@@ -11,11 +11,12 @@ import circle.
    pairs), ``data`` (SynthPose, COCO-format crops, ``split_paths``: both folder layouts), ``symbolic`` and ``probe``
    (the derivation and its numerical check).
 2. ``evaluate`` (a model's keypoints on a dataset and every metric), ``audit`` (misalignment of any model), ``viz``.
-3. ``train``: only trains (config, build, step, ``setup`` / ``train_one_epoch`` / ``evaluate_run`` / checkpoints).
-4. ``runs`` (a finished run read back), ``sweep`` (grids of runs through notebook 05), ``bench`` (records of speed).
-5. ``study`` (the cross-checks notebooks 03 and 04 show), ``report`` (tables, figures and findings from records),
+3. ``learned`` (what a learned aligner learned, read against the audit's shifts; the synthetic-shift test).
+4. ``train``: only trains (config, build, step, ``setup`` / ``train_one_epoch`` / ``evaluate_run`` / checkpoints).
+5. ``runs`` (a finished run read back), ``sweep`` (grids of runs through notebook 05), ``bench`` (records of speed).
+6. ``study`` (the cross-checks notebooks 03 and 04 show), ``report`` (tables, figures and findings from records),
    ``gpu_check`` (``make gpu-check``: the GPU measurements as one script).
-6. ``page`` (``reports/study.html``), then ``__main__`` (the command line) on top.
+7. ``page`` (``reports/study.html``), then ``__main__`` (the command line) on top.
 
 Where a notebook's helper goes: 01 ``symbolic``, 02 ``probe``, 03 and 04 ``study``, 05 ``runs``, 06 ``report``. A
 notebook holds no logic of its own: its cells call these.
@@ -28,6 +29,7 @@ FLOORS = (
     ("geometry", "ops", "stats", "records", "config", "runtime"),
     ("models", "codecs", "data", "symbolic", "probe"),
     ("evaluate", "audit", "viz"),
+    ("learned",),
     ("train",),
     ("runs", "sweep", "bench"),
     ("study", "report", "gpu_check"),

@@ -219,6 +219,24 @@ def audit(model: nn.Module, input_size) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def shift_fields(model: nn.Module, input_size) -> list[dict]:
+    """The audit's shift per output sample, for every fusion operand that a module (a leaf such as ``Resample``)
+    made: ``module`` (its path), ``node`` (the fusion), and per axis in ``axes`` the ``geometry.FusionShift`` and the
+    stride (input px per sample) of the map the module read, so a learned offset in its samples converts to pixels."""
+    input_size = tuple(int(s) for s in input_size)
+    gm = trace(model, input_size)
+    out = []
+    for node, operands, env in _walk(gm, input_size):
+        for src in operands[1:]:
+            before = next((a for a in src.args if isinstance(a, fx.Node) and a in env), None)
+            if src.op != "call_module" or before is None:
+                continue
+            axes = {axis: {"shift": geometry.fusion_shift(env[operands[0]][a], env[src][a], input_size[a]),
+                           "source_stride": env[before][a].scale} for a, axis in enumerate(AXES)}
+            out.append({"module": src.target, "node": node.name, "axes": axes})
+    return out
+
+
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """Worst case over fusion points, per target stride and upsampling depth (both axes together)."""
     return (table.groupby(["stride", "up_levels"])

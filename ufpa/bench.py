@@ -39,7 +39,7 @@ GOAL_OVER_FLOPS = {"ufpa": 1.05, "ufpa_any": 1.03}
 class BenchConfig:
     model: str = "hrnet_w32"  # registered model name
     input_size: tuple[int, int] = (256, 192)  # requested (H, W); 'ufpa' runs at the next 32m+1 size
-    variants: tuple[str, ...] = ("baseline", "ufpa", "ufpa_any")  # alignment[:padding], e.g. "ufpa:zeros"
+    variants: tuple[str, ...] = ("baseline", "ufpa", "ufpa_any", "learned")  # alignment[:padding], e.g. "ufpa:zeros"
     batch: int = 8
     steps: int = 10  # timed steps per variant
     warmup: int = 3  # untimed steps first
@@ -57,7 +57,7 @@ class BenchConfig:
 
 def validate(cfg: BenchConfig) -> BenchConfig:
     """Every field checked before anything runs; errors name the field and what is valid."""
-    from .models import ALIGNMENTS, list_models
+    from .models import ALL_ALIGNMENTS, list_models
     from .models._layers import PADDINGS
 
     def need(ok, msg):
@@ -69,8 +69,8 @@ def validate(cfg: BenchConfig) -> BenchConfig:
     need(len(cfg.variants) > 0, "variants is empty: name at least one, e.g. variants=['baseline','ufpa']")
     for spec in cfg.variants:
         alignment, _, padding = spec.partition(":")
-        need(alignment in ALIGNMENTS and (not padding or padding in PADDINGS),
-             f"variant {spec!r}: use alignment[:padding] with alignment one of {ALIGNMENTS} and padding one of "
+        need(alignment in ALL_ALIGNMENTS and (not padding or padding in PADDINGS),
+             f"variant {spec!r}: use alignment[:padding] with alignment one of {ALL_ALIGNMENTS} and padding one of "
              f"{PADDINGS}")
     for name, low in (("batch", 1), ("steps", 1), ("warmup", 0), ("threads", 0), ("seed", 0)):
         need(getattr(cfg, name) >= low, f"{name}={getattr(cfg, name)}: must be >= {low}")

@@ -26,7 +26,7 @@ from pathlib import Path
 from . import records
 
 BUDGET_S = 480  # the whole check, every step's limit added up
-ALIGNMENT_VARIANTS = "['baseline','bilinear','bilinear_corners','ufpa','ufpa_any']"
+ALIGNMENT_VARIANTS = "['baseline','bilinear','bilinear_corners','ufpa','ufpa_any','learned']"
 
 
 @dataclass

@@ -65,12 +65,13 @@ def repo_relative(path) -> str:
         return str(resolved)
 
 
-SIDECARS = (".keypoints.json", ".instances.json", ".failed.json")
+SIDECARS = (".keypoints.json", ".instances.json", ".offsets.json", ".failed.json")
 
 
 def run_record_paths(folder) -> list[Path]:
     """The training records in a ``results/runs`` folder, sorted: the files written beside them (COCO results
-    ``<run_id>.keypoints.json``, per-image results ``<run_id>.instances.json``, failure notes ``<run_id>.failed.json``)
+    ``<run_id>.keypoints.json``, per-image results ``<run_id>.instances.json``, a learned
+    aligner's offsets ``<run_id>.offsets.json``, failure notes ``<run_id>.failed.json``)
     are not records. Empty if there is no folder."""
     folder = Path(folder)
     if not folder.is_dir():

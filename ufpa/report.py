@@ -25,10 +25,10 @@ import pandas as pd
 
 from . import records, stats, viz
 from .evaluate import FOUND_RADIUS
-from .models import ALIGNMENTS
+from .models import ALL_ALIGNMENTS
 from .train import arm_name, condition
 
-# Method order of the paper's tables is the registry's (ALIGNMENTS); each alignment keeps its colour in every figure.
+# Method order of the paper's tables is the registry's (ALL_ALIGNMENTS); an alignment keeps its colour in every figure.
 COLOURS = viz.ALIGNMENT_COLOURS
 METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "abs_bias_px", "flip_consistency_px")
 LABELS = {"AP": "AP", "AP50": "AP50", "AP75": "AP75", "AR": "AR", "epe_px": "EPE (px)", "abs_bias_px": "|bias| (px)",
@@ -201,7 +201,7 @@ def load_runs(results_dir, one_commit: bool = True) -> pd.DataFrame:
     if not rows:
         raise ValueError(f"{Path(results_dir) / 'runs'} holds no training records; run a sweep first")
     frame = pd.DataFrame(rows)
-    frame["alignment"] = pd.Categorical(frame["alignment"], [v for v in ALIGNMENTS if v in set(frame["alignment"])])
+    frame["alignment"] = pd.Categorical(frame["alignment"], [v for v in ALL_ALIGNMENTS if v in set(frame["alignment"])])
     return frame.sort_values(["model", "pixels", "alignment", "codec", "flip_test", "seed"]).reset_index(drop=True)
 
 
@@ -356,18 +356,27 @@ def _per_image(metric: str):
     return None
 
 
-def run_instances(results_dir, run_id: str, flip_test: bool) -> dict | None:
-    """A run's per-image results at one flip setting (numpy arrays), checked against the hash in its record; None for
-    a record made before runs wrote them."""
-    path = Path(results_dir) / "runs" / f"{run_id}.instances.json"
+def _sidecar(results_dir, run_id: str, suffix: str, key: str, what: str) -> bytes | None:
+    """A file a run wrote beside its record (``<run_id><suffix>``), checked against the hash the record names under
+    ``key``; None when the record names none or the file is missing."""
+    path = Path(results_dir) / "runs" / f"{run_id}{suffix}"
     rec = records.read_record(path.with_name(f"{run_id}.json"), kind="train_run")
-    want = rec["results"].get("instances_sha256")
+    want = rec["results"].get(key)
     if not want or not path.is_file():
         return None
     text = path.read_bytes()
     if hashlib.sha256(text).hexdigest() != want:
-        raise ValueError(f"{path} is not the per-image file of the record {run_id}.json (its hash differs): the run "
+        raise ValueError(f"{path} is not the {what} file of the record {run_id}.json (its hash differs): the run "
                          "was written twice or cut short between the two; re-run it")
+    return text
+
+
+def run_instances(results_dir, run_id: str, flip_test: bool) -> dict | None:
+    """A run's per-image results at one flip setting (numpy arrays), checked against the hash in its record; None for
+    a record made before runs wrote them."""
+    text = _sidecar(results_dir, run_id, ".instances.json", "instances_sha256", "per-image")
+    if text is None:
+        return None
     data = json.loads(text)["flip" if flip_test else "no_flip"]
     return {k: (np.asarray(v, float) if v is not None else None) for k, v in data.items()}
 
@@ -785,7 +794,7 @@ def arm_order(arms) -> list[str]:
     def key(a):
         alignment = a.split(" ")[0].split("-")[0]
         h, w = a.split(" ")[1].split("x")
-        return (ALIGNMENTS.index(alignment) if alignment in ALIGNMENTS else 99, int(h) * int(w), a)
+        return (ALL_ALIGNMENTS.index(alignment) if alignment in ALL_ALIGNMENTS else 99, int(h) * int(w), a)
     return sorted(set(arms), key=key)
 
 
@@ -977,6 +986,96 @@ def misalignment_and_gain(frame: pd.DataFrame, table: pd.DataFrame | None = None
         ax.set_title(f"registered comparisons, mean ± interval over seeds\n({_flip_note(flip_test)}, n = "
                      f"{table['pairs'].min()} paired seeds)")
         ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def _fusion_label(path: str, factor: int) -> str:
+    """'stages.1.0.fuse.0.2.resample' -> 'stage 3: branch 2 -> 0 (x4)'; another model's path as it is."""
+    parts = path.removesuffix(".resample").split(".")
+    if len(parts) == 6 and parts[0] == "stages" and parts[3] == "fuse":
+        return f"stage {int(parts[1]) + 2}: branch {parts[5]} -> {parts[4]} (x{factor})"
+    return f"{path} (x{factor})"
+
+
+def learned_offsets(frame: pd.DataFrame, results_dir) -> list[dict]:
+    """The learned-alignment runs' offsets against the geometry (each run's ``<run_id>.offsets.json``, checked against
+    the hash in its record), with the run's arm and seed; empty without such runs."""
+    out = []
+    runs = frame[frame["alignment"] == "learned"].drop_duplicates("run_id")
+    for r in runs.itertuples():
+        text = _sidecar(results_dir, r.run_id, ".offsets.json", "offsets_sha256", "offsets")
+        if text is None:
+            raise ValueError(f"the learned-alignment run {r.run_id} has no offsets file ({r.run_id}.offsets.json) "
+                             "named in its record: it was made before runs wrote them; re-run it")
+        out.append({"arm": r.arm, "seed": int(r.seed), **json.loads(text)})
+    return out
+
+
+def learned_offsets_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """Per learned arm, fusion point, axis and region: the correction the geometry asks for (minus the zero-offset
+    shift; mean and SD over outputs, input px), the learned offset (mean over seeds of each run's mean; its SD over
+    seeds; and the mean within-run SD over positions and images), the RMS shift before and after, and the share of
+    it removed (mean, min and max over seeds)."""
+    rows = [{"arm": run["arm"], "seed": run["seed"], **row} for run in learned_offsets(frame, results_dir)
+            for row in run["summary"]]
+    if not rows:
+        return pd.DataFrame({"learned alignment": ["no runs of alignment 'learned' in these records"]})
+    data = pd.DataFrame(rows)
+    out = (data.groupby(["arm", "fusion", "factor", "axis", "region"], sort=False)
+           .agg(seeds=("seed", "nunique"), outputs=("outputs", "first"),
+                correction_mean_px=("correction_mean_px", "first"), correction_sd_px=("correction_sd_px", "first"),
+                learned_mean_px=("learned_mean_px", "mean"), learned_mean_sd_seeds=("learned_mean_px", "std"),
+                learned_sd_px=("learned_sd_px", "mean"), rms_shift_px=("rms_shift_px", "first"),
+                rms_residual_px=("rms_residual_px", "mean"), removed=("removed", "mean"),
+                removed_min=("removed", "min"), removed_max=("removed", "max"))
+           .reset_index())
+    out.insert(1, "fusion point", [_fusion_label(p, f) for p, f in zip(out.pop("fusion"), out.pop("factor"))])
+    return out
+
+
+@_styled
+def learned_offsets_figure(frame: pd.DataFrame, results_dir, path=None):
+    """Per fusion point (rows) and axis (columns): the correction the geometry asks for at every output (minus the
+    zero-offset shift, black ticks) and the offset the learned aligner realised there (mean over seeds, the band
+    spanning the seeds), input px; the border band (one coarse sample at each end) shaded."""
+    runs = learned_offsets(frame, results_dir)
+    if not runs:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "no runs of alignment 'learned' in these records", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, path)
+    arm = arm_order([r["arm"] for r in runs])[0]
+    runs = [r for r in runs if r["arm"] == arm]
+    fields = [(p["fusion"], p["axis"]) for p in runs[0]["profiles"]]
+    fusions = list(dict.fromkeys(f for f, _ in fields))
+    fig, axes = plt.subplots(len(fusions), 2, figsize=(10, 1.9 * len(fusions) + 0.8), squeeze=False,
+                             constrained_layout=True)
+    for row, fusion in enumerate(fusions):
+        for col, axis in enumerate(("H", "W")):
+            ax = axes[row, col]
+            profile = [p for r in runs for p in r["profiles"] if p["fusion"] == fusion and p["axis"] == axis]
+            if not profile:
+                ax.set_axis_off()
+                continue
+            first, f = profile[0], profile[0]["factor"]
+            n = len(first["shift_px"])
+            o = np.arange(n)
+            learned = np.array([p["learned_px"] for p in profile])
+            ax.axvspan(-0.5, f - 0.5, color="0.92", lw=0)
+            ax.axvspan(n - f - 0.5, n - 0.5, color="0.92", lw=0)
+            ax.plot(o, -np.asarray(first["shift_px"]), "_", ms=9, mew=1.6, color="black",
+                    label="geometry: correction (-shift)")
+            ax.fill_between(o, learned.min(0), learned.max(0), color=COLOURS["learned"], alpha=0.25, lw=0)
+            ax.plot(o, learned.mean(0), "o-", ms=2.5, lw=1, color=COLOURS["learned"], label="learned offset")
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.set_title(f"{_fusion_label(fusion, f)}, along {'height' if axis == 'H' else 'width'}")
+            ax.set_xlabel(f"output index along {'height' if axis == 'H' else 'width'}")
+            ax.set_ylabel("input px")
+            ax.grid(alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(loc="upper left")
+    fig.suptitle(f"What the learned aligner ({_arm_label(arm)}) learned against the geometry at each fusion\n(mean "
+                 f"over n = {len(runs)} seeds, band: their range; {runs[0]['images']} val crops; shaded: border band)")
     return _save(fig, path)
 
 
@@ -1338,6 +1437,12 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
                      f"{FOUND_RADIUS:g} × box size, not swapped), EPE on found keypoints (px), left/right swap rate, "
                      "PCK at 1 % and 2 % of the box size, EPE of all keypoints, |bias| (px) and the |bias| an unbiased "
                      "model would reach by sampling alone (95 % quantile; px)."),
+    "learned_offsets": (lambda f, r, flip=True: learned_offsets_table(f, r),
+                        "Learned alignment against the geometry, per fusion point and axis (input px): the correction "
+                        "the geometry asks for (minus the shift at zero offset; mean and SD over outputs), the learned "
+                        "offset (mean over seeds, its SD over seeds, the mean SD within a run over positions and val "
+                        "crops), the RMS shift before and after, and the share removed (mean, min, max over seeds). "
+                        "Border: one coarse sample at each end."),
     "localisation_comparisons": (lambda f, r, flip=True: localisation_comparisons(f, r, flip),
                                  "The registered comparisons on the localisation metrics: exploratory (95 %, "
                                  "uncorrected, not in the family), with the bootstrap over seeds and images."),
@@ -1352,6 +1457,7 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, cached_design_table(f, r), flip),
     "06_bias_fields": lambda f, r, flip=True: bias_fields(r, flip_test=flip),
     "06_flip_consistency": lambda f, r, flip=True: flip_consistency_figure(f),  # compares the two settings itself
+    "06_learned_offsets": lambda f, r, flip=True: learned_offsets_figure(f, r),  # a property of the trained network
 }
 
 

@@ -261,7 +261,7 @@ def identical_differences(a: dict, b: dict) -> list[str]:
         for key in sorted(set(ra[name]) | set(rb[name])):
             if ra[name].get(key) != rb[name].get(key):
                 out.append(f"{name} {key}: {str(ra[name].get(key))[:40]} vs {str(rb[name].get(key))[:40]}")
-    for key in ("keypoints_sha256", "instances_sha256"):
+    for key in ("keypoints_sha256", "instances_sha256", "offsets_sha256"):
         if ra.get(key) and rb.get(key) and ra[key] != rb[key]:
             out.append(f"{key} differs")
     return out

@@ -15,7 +15,7 @@ def misalignment_audit(model: str, sizes, other_models, other_size, cost_size, f
     ``focus_size``, default the first size), other families at ``other_size``, output grids of models and heads,
     parameter and FLOP counts, and the audit's check against real forward passes."""
     from . import audit, bench
-    from .models import ALIGNMENTS, HEADS, create_model
+    from .models import ALL_ALIGNMENTS, HEADS, create_model
 
     focus_size = tuple(focus_size or sizes[0])
     summaries, points = [], []
@@ -27,16 +27,48 @@ def misalignment_audit(model: str, sizes, other_models, other_size, cost_size, f
     others = pd.concat([audit.audit_variants(name, [other_size]) for name in other_models], ignore_index=True)
     grids = audit.output_grids([model] + list(other_models), other_size)
     heads = audit.output_grids([model], other_size, alignments=["baseline", "ufpa"], heads=HEADS)
-    costs = pd.DataFrame([bench.model_cost(model, alignment, "heatmap", cost_size) for alignment in ALIGNMENTS]
+    costs = pd.DataFrame([bench.model_cost(model, alignment, "heatmap", cost_size) for alignment in ALL_ALIGNMENTS]
                          + [bench.model_cost(model, "baseline", head, cost_size) for head in ("udp", "sr", "duc")])
     empirical = audit.empirical_positions(create_model(model, input_size=tuple(other_size)), tuple(other_size))
+    fits = learned_fits()
     config = {"model": model, "sizes": sizes, "focus_size": list(focus_size), "other_models": other_models,
               "other_size": other_size, "cost_size": cost_size}
     results = {"hrnet": hrnet.to_dict("records"), "fusion_points": pd.concat(points, ignore_index=True)
                .drop(columns=["model", "requested"]).to_dict("records"), "others": others.to_dict("records"),
                "grids": grids.to_dict("records"), "heads": heads.to_dict("records"),
-               "costs": costs.to_dict("records"), "empirical_max_dev_px": float(empirical["max_dev_px"].max())}
+               "costs": costs.to_dict("records"), "empirical_max_dev_px": float(empirical["max_dev_px"].max()),
+               "learned_fit": fits}
     return config, results
+
+
+LEARNED_FIT_TOLERANCE = 0.01  # coarse samples: the synthetic-shift test's bound on every phase's learned offset
+
+
+def learned_fits(factors=(2, 4, 8), shifts=(0.0, 0.3)) -> list[dict]:
+    """The synthetic-shift test of issue 22 (``learned.fit_known_shift``) at every upsampling factor HRNet uses, for
+    the sawtooth alone and moved by a constant: per case the worst phase's error (coarse samples) and the final loss."""
+    from . import learned
+
+    rows = []
+    for factor in factors:
+        for shift in shifts:
+            fit = learned.fit_known_shift(factor=factor, shift=shift)
+            rows.append({"factor": factor, "shift": shift, "phases": len(fit["phases"]) // 2,
+                         "max_error": fit["max_error"], "loss": fit["loss"]})
+    return rows
+
+
+def learned_targets(record: dict, focus: str) -> pd.DataFrame:
+    """What a learned aligner must learn at the focus size, per kind of HRNet fusion (target stride S, upsampled
+    from k levels below): the correction is minus the baseline's shift, the sawtooth S * (o mod 2^k), so its mean over
+    a period is S(2^k - 1)/2 and its worst S(2^k - 1); the audit's numbers beside the closed forms."""
+    hrnet = pd.DataFrame(record["hrnet"])
+    base = hrnet[(hrnet["requested"] == focus) & (hrnet["alignment"] == "baseline") & (hrnet["up_levels"] > 0)]
+    out = base[["stride", "up_levels", "fusions", "mean_abs_px", "max_abs_px"]].copy()
+    out["closed_form_mean_px"] = out["stride"] * (2.0 ** out["up_levels"] - 1) / 2
+    out["closed_form_worst_px"] = out["stride"] * (2.0 ** out["up_levels"] - 1)
+    out["offsets_per_coarse_sample"] = 2 * 4 ** out["up_levels"]  # two axes, one per sub-pixel phase
+    return out.rename(columns={"mean_abs_px": "audit_mean_px", "max_abs_px": "audit_worst_px"}).reset_index(drop=True)
 
 
 def other_models_summary(record: dict) -> pd.DataFrame:
@@ -144,9 +176,21 @@ def audit_findings(record: dict, focus: str) -> str:
     costs = pd.DataFrame(record["costs"])
     heat = costs[costs["head"] == "heatmap"].set_index("alignment")
     extra = 100 * (heat.loc["ufpa", "gflops"] / heat.loc["baseline", "gflops"] - 1)
-    lines.append(f"parameters: {heat['params'].nunique() == 1 and 'equal for every variant' or 'NOT equal'} "
-                 f"({int(heat.loc['baseline', 'params']):,}); FLOPs: ufpa at {heat.loc['ufpa', 'input_size']} "
-                 f"+{extra:.1f} % over the baseline at {heat.loc['baseline', 'input_size']}")
+    free = heat.drop(index=[a for a in ("learned",) if a in heat.index])
+    equal = "equal for every parameter-free variant" if free["params"].nunique() == 1 else "NOT equal"
+    lines.append(f"parameters: {equal} ({int(heat.loc['baseline', 'params']):,}); FLOPs: ufpa at "
+                 f"{heat.loc['ufpa', 'input_size']} +{extra:.1f} % over the baseline at "
+                 f"{heat.loc['baseline', 'input_size']}")
+    if "learned" in heat.index:
+        more = heat.loc["learned", "params"] - heat.loc["baseline", "params"]
+        flops = 100 * (heat.loc["learned", "gflops"] / heat.loc["baseline", "gflops"] - 1)
+        lines.append(f"learned alignment: +{int(more):,} parameters (+{100 * more / heat.loc['baseline', 'params']:.2f}"
+                     f" %), +{flops:.2f} % FLOPs (its offset convolutions; the bilinear sampling, like every "
+                     "interpolation, is not counted)")
+    if record.get("learned_fit"):
+        held = all(r["max_error"] < LEARNED_FIT_TOLERANCE for r in record["learned_fit"])
+        lines.append(f"synthetic-shift test: every phase's learned offset {'within' if held else 'NOT within'} "
+                     f"{LEARNED_FIT_TOLERANCE:g} coarse samples of the known shift, at every factor and shift")
     grids = pd.DataFrame(record["grids"])
     for model, g in grids.groupby("model", sort=False):
         offsets = ", ".join(f"{a} {o:+g}" for a, o in zip(g["alignment"], g["grid_offset_px"].round(2)))

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from . import records
-from .audit import audit
+from . import learned, records
+from .audit import audit, shift_fields
 from .codecs import create_codec, list_codecs
 from .data.coco import Augment, CocoKeypoints, split_paths
 from .evaluate import evaluate_model
-from .models import ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, model_cost, run_size
+from .models import ALL_ALIGNMENTS, HRNET_HEADS, OFFSET_HEADS, create_model, list_models, model_cost, run_size
 from .models._layers import PADDINGS
 from .runtime import Runtime, TrainingError, capture, runtime
 
@@ -44,7 +44,7 @@ class TrainConfig:
 
     # model
     model: str = "hrnet_w8_tiny"  # a ufpa.models preset (ufpa.models.list_models() names them)
-    alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any
+    alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any | learned
     head: str = "udp"  # heatmap | udp | sr | duc | ufpa_official (HRNet); udp, ufpa_official pair with codec udp
     padding: str = ""  # 3x3 conv padding: '' the alignment's own (ufpa: replicate, else zeros) | zeros | replicate
     input_size: tuple[int, int] = (96, 64)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
@@ -122,7 +122,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(msg)
 
     need(cfg.model in list_models(), f"model={cfg.model!r} is not a ufpa model; choose one of {list_models()}")
-    need(cfg.alignment in ALIGNMENTS, f"alignment={cfg.alignment!r}: choose one of {ALIGNMENTS}")
+    need(cfg.alignment in ALL_ALIGNMENTS, f"alignment={cfg.alignment!r}: choose one of {ALL_ALIGNMENTS}")
     need(cfg.head in HRNET_HEADS, f"head={cfg.head!r}: choose one of {HRNET_HEADS} ('ufpa_official': HRNet only)")
     need(cfg.codec in list_codecs(), f"codec={cfg.codec!r}: choose one of {list_codecs()}")
     need((cfg.codec == "udp") == (cfg.head in OFFSET_HEADS),
@@ -703,6 +703,12 @@ def finish(cfg, model, codec, train_ds, val_ds, rt: Runtime, history, elapsed, d
     text = json.dumps(instances, separators=(",", ":"))
     results["instances_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     records.atomic_write_text(record_path(cfg).with_suffix(".instances.json"), text)
+    if learned.learned_modules(model):  # what the learned aligner learned, against the geometry (issue 22)
+        offsets = learned_offsets(cfg, model, val_ds)
+        text = json.dumps(offsets, separators=(",", ":"))
+        results["offsets_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+        records.atomic_write_text(record_path(cfg).with_suffix(".offsets.json"), text)
+        results["learned_alignment"] = learned.overall(offsets)
     cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
     results["misalignment"] = misalignment_summary(cfg)
     images = sum(h["images_per_s"] * h["seconds"] for h in history)
@@ -725,6 +731,19 @@ def record_config(cfg: TrainConfig) -> dict:
         if out[name]:
             out[name] = records.repo_relative(out[name])
     return out
+
+
+OFFSET_IMAGES = 64  # val crops the learned offsets are averaged over (the first ones: the same in every run)
+
+
+def learned_offsets(cfg: TrainConfig, model, val_ds) -> dict:
+    """``learned.learned_alignment`` of a trained learned-alignment model on the first val crops, against the shifts
+    of a fresh copy (the trained one may be wrapped or channels_last)."""
+    size = effective_input_size(cfg)
+    fresh = create_model(cfg.model, alignment=cfg.alignment, head=cfg.head, input_size=size,
+                         padding=cfg.padding or None)
+    images = torch.stack([torch.as_tensor(val_ds[i]["image"]) for i in range(min(OFFSET_IMAGES, len(val_ds)))])
+    return learned.learned_alignment(model, images, size, shifts=shift_fields(fresh, size))
 
 
 def misalignment_summary(cfg: TrainConfig) -> dict:

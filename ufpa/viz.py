@@ -19,7 +19,8 @@ MODE_LABELS = {
 MODE_COLORS = {"nearest": "#d62728", "bilinear": "#ff7f0e", "bilinear_corners": "#1f77b4", "aligned": "#2ca02c"}
 _PNG_META = {"Software": None}  # keeps saved PNGs identical across runs
 ALIGNMENT_COLOURS = {"baseline": "#000000", "bilinear": "#e69f00", "bilinear_corners": "#56b4e9", "ufpa": "#009e73",
-                     "ufpa_any": "#d55e00"}  # Okabe-Ito, the same colour per alignment in every figure
+                     "ufpa_any": "#d55e00",
+                     "learned": "#0072b2"}  # Okabe-Ito, the same colour per alignment in every figure
 _LEVEL_COLOURS = {0: "#999999", 1: "#56b4e9", 2: "#e69f00", 3: "#cc79a7"}
 
 

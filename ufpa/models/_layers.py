@@ -10,12 +10,13 @@ from torch import nn
 
 from .. import geometry, ops
 
-# How each alignment variant upsamples where paths meet (a geometry / ops mode name).
+# How each alignment variant upsamples where paths meet (a geometry / ops mode name). 'learned' starts from the
+# baseline's nearest grid and moves it by offsets it learns (LearnedResample).
 UPSAMPLE_MODE = {"baseline": "nearest", "bilinear": "bilinear", "bilinear_corners": "bilinear_corners",
-                 "ufpa": "bilinear_corners", "ufpa_any": "aligned"}
+                 "ufpa": "bilinear_corners", "ufpa_any": "aligned", "learned": "nearest"}
 # The paper's strategy pads 3x3 convs by replicating the border; the other variants keep zeros.
 PADDING_MODE = {"baseline": "zeros", "bilinear": "zeros", "bilinear_corners": "zeros", "ufpa": "replicate",
-                "ufpa_any": "zeros"}
+                "ufpa_any": "zeros", "learned": "zeros"}
 BN_MOMENTUM = 0.1
 PADDINGS = ("replicate", "zeros")
 
@@ -122,8 +123,75 @@ class Resample(nn.Module):
         return f"mode={self.mode!r}, factor={self.factor}, corners={self.corners}"
 
 
+class LearnedResample(nn.Module):
+    """Learned alignment (issue 22): upsampling by ``factor`` that samples the coarse map at the baseline's nearest
+    position plus an offset the network predicts, ``floor(o / factor) + delta(o)`` in coarse samples, bilinearly
+    (``grid_sample``, reads clamped to the map: the border rule of every ufpa resample).
+
+    The offset is DySample's point sampling with FaPN's two inputs: ``delta = shuffle(W_c x + b) + W_f like``. The
+    coarse term predicts ``factor**2`` offsets per coarse sample and pixel-shuffles them onto the fine grid, one per
+    sub-pixel phase: that is what lets it represent the shift the geometry predicts, which depends on ``o mod factor``
+    (the sawtooth of nearest upsampling) and which no convolution of the fine map alone can produce (it has no phase).
+    The fine term lets content move the grid, as FaPN's offsets do. Every parameter starts at zero, so the variant
+    starts as the baseline (same outputs, and the same initial weights elsewhere: zeros draw no random numbers).
+    ``position_map`` is the zero-offset grid (the audit's view); ``ufpa.learned`` reads what was learned.
+    """
+
+    def __init__(self, channels: int, factor: int, like_channels: int):
+        super().__init__()
+        self.mode, self.factor, self.corners = "nearest", int(factor), False
+        phases = self.factor ** 2
+        self.coarse_weight = nn.Parameter(torch.zeros(2 * phases, channels, 1, 1))
+        self.coarse_bias = nn.Parameter(torch.zeros(2 * phases))
+        self.fine_weight = nn.Parameter(torch.zeros(2, like_channels, 1, 1))
+
+    def offsets(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """(N, 2, H, W) offsets on ``like``'s grid, in samples of ``x``: channel 0 along the height, 1 the width."""
+        h, w = like.shape[-2:]
+        coarse = F.pixel_shuffle(F.conv2d(x, self.coarse_weight, self.coarse_bias), self.factor)[..., :h, :w]
+        return coarse + F.conv2d(like, self.fine_weight)
+
+    def _positions(self, x: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Where each output samples ``x``, in its samples: (N, H, W) rows and columns, before clamping."""
+        delta = self.offsets(x, like).float()  # positions in fp32 whatever the features' dtype
+        h, w = like.shape[-2:]
+        rows = torch.div(torch.arange(h, device=x.device), self.factor, rounding_mode="floor").float()
+        cols = torch.div(torch.arange(w, device=x.device), self.factor, rounding_mode="floor").float()
+        return rows.view(1, h, 1) + delta[:, 0], cols.view(1, 1, w) + delta[:, 1]
+
+    def sampled_offsets(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """The offsets as the sampler realises them, reads clamped to the map: (N, 2, H, W) in samples of ``x``."""
+        rows, cols = self._positions(x, like)
+        h, w = like.shape[-2:]
+        base_rows = torch.div(torch.arange(h, device=x.device), self.factor, rounding_mode="floor").view(1, h, 1)
+        base_cols = torch.div(torch.arange(w, device=x.device), self.factor, rounding_mode="floor").view(1, 1, w)
+        return torch.stack((rows.clamp(0, x.shape[-2] - 1) - base_rows, cols.clamp(0, x.shape[-1] - 1) - base_cols), 1)
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        rows, cols = self._positions(x, like)
+        # grid_sample (align_corners=True) puts -1 and 1 on the first and last sample centres, as geometry does
+        gy = rows * (2.0 / max(x.shape[-2] - 1, 1)) - 1.0
+        gx = cols * (2.0 / max(x.shape[-1] - 1, 1)) - 1.0
+        grid = torch.stack((gx, gy), dim=-1).to(x.dtype)  # grid_sample's last axis is (width, height)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+    def position_map(self, in_size: int, out_size: int) -> geometry.PositionMap:
+        return geometry.upsample("nearest", in_size, out_size, self.factor)
+
+    def extra_repr(self) -> str:
+        coarse, fine = self.coarse_weight.shape[1], self.fine_weight.shape[1]
+        return f"factor={self.factor}, learned offsets from {coarse}+{fine} channels"
+
+
+def make_resample(alignment: str, factor: int, channels: int, like_channels: int) -> nn.Module:
+    """The fusion upsampling of ``alignment``: a parameter-free :class:`Resample`, or a :class:`LearnedResample`."""
+    if alignment == "learned":
+        return LearnedResample(channels, factor, like_channels)
+    return Resample(UPSAMPLE_MODE[alignment], factor)
+
+
 def check_input_size(alignment: str, input_size, total_stride: int, what: str,
-                     fixed_factor=("baseline", "bilinear")) -> None:
+                     fixed_factor=("baseline", "bilinear", "learned")) -> None:
     """Raise a ValueError naming valid sizes when ``input_size`` (H, W) cannot work with ``alignment``.
 
     Every model: at least one sample at ``total_stride``. 'ufpa': sizes total_stride*m + 1 (``geometry``'s aligned

@@ -9,7 +9,12 @@ import torch
 
 _MODELS: dict[str, Callable] = {}
 
+# The parameter-free variants (the paper's family: where fused features sit is fixed by construction) ...
 ALIGNMENTS = ("baseline", "bilinear", "bilinear_corners", "ufpa", "ufpa_any")
+# ... and the learned aligner (issue 22), which adds offset parameters at every fusion; every model-taking entry point
+# accepts all of them, the zero-cost tables and audits loop over ALIGNMENTS.
+LEARNED_ALIGNMENTS = ("learned",)
+ALL_ALIGNMENTS = ALIGNMENTS + LEARNED_ALIGNMENTS
 
 
 def register_model(fn: Callable | None = None, *, total_stride: int = 32):
@@ -54,8 +59,8 @@ def create_model(name: str, num_keypoints: int = 17, alignment: str = "baseline"
     if name not in _MODELS:
         close = [m for m in _MODELS if name.split("_")[0] in m] or list_models()
         raise ValueError(f"unknown model {name!r}; choose one of {close}")
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALIGNMENTS}")
+    if alignment not in ALL_ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; choose one of {ALL_ALIGNMENTS}")
     if num_keypoints < 1:
         raise ValueError(f"num_keypoints must be >= 1, got {num_keypoints}")
     size = tuple(int(s) for s in input_size)

@@ -14,9 +14,11 @@ bilinear_corners   max pool 2x2 / bilinear align_corners=True    any (>= 4*2^dep
 ufpa               max pool 3x3 s2 p1 / align_corners=True,      4*2^depth*m + 1 (e.g. 257x193 for depth 4)
                    replicate padding
 ufpa_any           max pool 3x3 s2 p1 / size-free x = o/2        any (>= 4*2^depth)
+learned            max pool 2x2 / nearest x2 + learned offsets   multiples of 4*2^depth
 =================  ============================================  =================================================
 
-Pooling has no parameters, so every variant has the baseline's parameter count.
+Pooling has no parameters, so every parameter-free variant has the baseline's parameter count; 'learned' adds the
+zero-initialised offset weights of ``_layers.LearnedResample`` at every level.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, UPSAMPLE_MODE, Resample, check_input_size, conv_bn, padding_mode
+from ._layers import BN_MOMENTUM, check_input_size, conv_bn, make_resample, padding_mode
 from ._registry import register_model
 from .heads import HeatmapHead, build_head
 
@@ -75,7 +77,7 @@ class Hourglass(nn.Module):
         self.inner = (Hourglass(depth - 1, channels, blocks, alignment, padding_mode) if depth > 1
                       else _residuals(channels, blocks, padding_mode))
         self.up = _residuals(channels, blocks, padding_mode)
-        self.resample = Resample(UPSAMPLE_MODE[alignment], 2)
+        self.resample = make_resample(alignment, 2, channels, channels)
 
     def forward(self, x):
         low = self.up(self.inner(self.down(self.pool(x))))

@@ -15,10 +15,12 @@ bilinear           bilinear x2^k, align_corners=False: x = (o+1/2)/2^k - 1/2  mu
 bilinear_corners   bilinear to the target size, align_corners=True            any
 ufpa               as bilinear_corners, replicate padding: exact at 32m+1     32m+1 (e.g. 257x193)
 ufpa_any           size-free x = o/2^k (``ops.aligned_upsample``)             any
+learned            nearest's floor(o/2^k) plus learned offsets                multiples of 32
 =================  =========================================================  ===========================
 
-No variant adds or removes a parameter. Shift errors per variant are derived in notebook 01 and measured in models by
-``ufpa.audit``.
+No parameter-free variant adds or removes a parameter; 'learned' (``_layers.LearnedResample``) adds offset weights
+at every upsampling fusion, all zero at the start, so it starts as the baseline. Shift errors per variant are derived
+in notebook 01 and measured in models by ``ufpa.audit``; what 'learned' learns is read by ``ufpa.learned``.
 
 The paper's own model, exactly: ``alignment='ufpa', head='ufpa_official'`` at 32m+1 (e.g. 257x193). Its last module
 widens branch 0 to 4*C0 channels at the final fusion, as the official UFPA code does: a bias-free 1x1 conv (no BN) on
@@ -36,7 +38,7 @@ import torch
 from torch import nn
 
 from .. import geometry
-from ._layers import BN_MOMENTUM, UPSAMPLE_MODE, Resample, check_input_size, conv3x3, conv_bn, padding_mode
+from ._layers import BN_MOMENTUM, check_input_size, conv3x3, conv_bn, make_resample, padding_mode
 from ._registry import register_model
 from .heads import HRNET_HEADS, UFPAOfficialHead, build_head
 
@@ -94,11 +96,11 @@ class Bottleneck(nn.Module):
 class UpFuse(nn.Module):
     """Lower-resolution branch j into branch i: 1x1 conv to branch i's width, BN, then upsampling by 2^(j-i)."""
 
-    def __init__(self, cin: int, cout: int, factor: int, mode: str):
+    def __init__(self, cin: int, cout: int, factor: int, alignment: str, like_channels: int):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 1, bias=False)
         self.bn = nn.BatchNorm2d(cout, momentum=BN_MOMENTUM)
-        self.resample = Resample(mode, factor)
+        self.resample = make_resample(alignment, factor, cout, like_channels)
 
     def forward(self, x, like):
         return self.resample(self.bn(self.conv(x)), like)
@@ -116,7 +118,7 @@ class HighResolutionModule(nn.Module):
     module of the official UFPA code, one output): output 0 has ``widen`` * C0 channels, its identity path a bias-free
     1x1 conv (no BN, as there)."""
 
-    def __init__(self, widths, blocks: int, num_outputs: int, mode: str, padding_mode: str, widen: int = 1):
+    def __init__(self, widths, blocks: int, num_outputs: int, alignment: str, padding_mode: str, widen: int = 1):
         super().__init__()
         if widen != 1 and num_outputs != 1:
             raise ValueError(f"widen={widen} needs num_outputs=1 (only the last module widens), got {num_outputs}")
@@ -128,7 +130,7 @@ class HighResolutionModule(nn.Module):
             width = widths[i] * widen
             for j, w in enumerate(widths):
                 if j > i:
-                    row.append(UpFuse(w, width, 2 ** (j - i), mode))
+                    row.append(UpFuse(w, width, 2 ** (j - i), alignment, widths[i]))
                 elif j < i:
                     row.append(_down_fuse(w, width, i - j, padding_mode))
                 elif widen != 1:
@@ -160,7 +162,7 @@ class HRNet(nn.Module):
             raise ValueError(f"unknown head {head!r}; choose one of {HRNET_HEADS}")
         check_input_size(alignment, input_size, 32, "HRNet (4 branches down to stride 32)")
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
-        mode, pad = UPSAMPLE_MODE[alignment], padding_mode(alignment, padding)
+        pad = padding_mode(alignment, padding)
         stem = spec.stem_width
         self.stem = nn.Sequential(conv_bn(3, stem, 3, 2, pad), conv_bn(stem, stem, 3, 2, pad))
         layer1, cin = [], stem
@@ -179,7 +181,7 @@ class HRNet(nn.Module):
             modules = []
             for m in range(n_modules):
                 last = stage == len(spec.modules) - 1 and m == n_modules - 1
-                modules.append(HighResolutionModule(widths, spec.blocks, 1 if last else len(widths), mode, pad,
+                modules.append(HighResolutionModule(widths, spec.blocks, 1 if last else len(widths), alignment, pad,
                                                     widen if last else 1))
             self.stages.append(nn.ModuleList(modules))
             previous = list(widths)

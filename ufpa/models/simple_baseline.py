@@ -109,6 +109,9 @@ class SimpleBaseline(nn.Module):
                  input_size=(256, 192), upscale=4, padding=None):
         super().__init__()
         # no fixed-factor upsampling: deconvolutions and resize-convolutions work at any size
+        if alignment == "learned":
+            raise ValueError("alignment 'learned' learns offsets where two paths fuse, and SimpleBaseline fuses none "
+                             "(its upsampling alone sets the grid): use it with an HRNet or hourglass model")
         check_input_size(alignment, input_size, 32, "a stride-32 ResNet", fixed_factor=())
         self.spec, self.alignment, self.input_size = spec, alignment, tuple(input_size)
         pad = padding_mode(alignment, padding)
