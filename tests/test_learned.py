@@ -77,6 +77,9 @@ def test_offsets_read_against_the_geometry_in_one_convention():
     inner = after[after["region"] == "interior"]
     assert np.allclose(inner["rms_residual_px"], 0, atol=1e-4) and np.allclose(inner["removed"], 1)
     assert np.allclose(inner["learned_mean_px"], inner["correction_mean_px"], atol=1e-4)
+    realised = learned.realised_misalignment(result)
+    assert realised["max_abs_px"] < 1e-3 and realised["border_max_abs_px"] > 1  # the far border's clamp remains
+    assert learned.realised_misalignment(learned.learned_alignment(_pair()[1], images, SIZE))["max_abs_px"] == 28.0
     edge = after[after["region"] == "border"]
     assert (edge["removed"] < 1).all()  # the last coarse sample cannot be read past: the clamp keeps some shift
     profiles = learned.profile_frame(result)

@@ -386,3 +386,21 @@ def test_the_padding_control_trains_ufpa_without_its_replicate_padding(data, tmp
     assert rec["config"]["padding"] == "zeros" and rec["results"]["input_size"] == [97, 65]
     with pytest.raises(ValueError, match="padding='reflect'"):
         train.validate(replace(cfg, padding="reflect"))
+
+
+def test_a_learned_alignment_run_records_what_it_learned(data, tmp_path):
+    """issue 22: a learned run writes its offsets against the geometry beside its record (hash in the record), and its
+    record's misalignment is the one its samplers realised, with the zero-offset audit kept beside it."""
+    import hashlib
+
+    cfg = smoke(data, tmp_path, alignment="learned", epochs=1)
+    train.train(cfg)
+    rec = records.read_record(train.record_path(cfg))["results"]
+    text = train.record_path(cfg).with_suffix(".offsets.json").read_bytes()
+    assert hashlib.sha256(text).hexdigest() == rec["offsets_sha256"]
+    offsets = json.loads(text)
+    assert offsets["images"] == 8 and {p["fusion"] for p in offsets["profiles"]} and offsets["summary"]
+    assert rec["misalignment_at_zero_offset"]["max_abs_px"] == 28.0  # the baseline's grid, before learning
+    assert rec["misalignment"]["as"].startswith("learned offsets") and 0 < rec["learned_alignment"]["interior"][
+        "rms_shift_px"]
+    assert rec["params"] > train.model_cost(cfg.model, "baseline", cfg.head, cfg.input_size)["params"]

@@ -703,14 +703,16 @@ def finish(cfg, model, codec, train_ds, val_ds, rt: Runtime, history, elapsed, d
     text = json.dumps(instances, separators=(",", ":"))
     results["instances_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     records.atomic_write_text(record_path(cfg).with_suffix(".instances.json"), text)
+    cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
+    results["misalignment"] = misalignment_summary(cfg)
     if learned.learned_modules(model):  # what the learned aligner learned, against the geometry (issue 22)
         offsets = learned_offsets(cfg, model, val_ds)
         text = json.dumps(offsets, separators=(",", ":"))
         results["offsets_sha256"] = hashlib.sha256(text.encode()).hexdigest()
         records.atomic_write_text(record_path(cfg).with_suffix(".offsets.json"), text)
-        results["learned_alignment"] = learned.overall(offsets)
-    cost = model_cost(cfg.model, cfg.alignment, cfg.head, cfg.input_size)
-    results["misalignment"] = misalignment_summary(cfg)
+        # the audit reads the zero-offset grid (the baseline's); the record's misalignment is what was realised
+        results.update(learned_alignment=learned.overall(offsets), misalignment_at_zero_offset=results["misalignment"],
+                       misalignment=learned.realised_misalignment(offsets))
     images = sum(h["images_per_s"] * h["seconds"] for h in history)
     results.update(learning_curve=history, params=cost["params"], gflops=cost["gflops"],
                    input_size=list(effective_input_size(cfg)), heatmap_size=list(codec.heatmap_size),
