@@ -278,3 +278,24 @@ def test_parallel_jobs_never_ask_for_more_processes_than_cores():
     assert {c.workers for c in alone} == {12} and {c.workers for c in four} == {3}  # 4 x (1 + 3) = 16
     assert {c.workers for c in sweep.per_job_workers(runs, jobs=9, cores=16)} == {0}
     assert [sweep.run_id(c) for c in four] == [sweep.run_id(c) for c in runs]
+
+
+def test_keep_resumes_a_study_on_a_fresh_machine_from_records_it_would_reproduce(grid, tmp_path):
+    """A study split over sessions: on a fresh machine (no run directories) `--keep` keeps the records this code, data,
+    CPU type and torch made, and trains again any record of other training code."""
+    import shutil
+
+    doc = yaml.safe_load(grid.read_text())
+    doc["base"]["out"] = str(tmp_path / "runs")
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    reports = str(tmp_path / "reports")
+    rows = sweep.run_sweep(path, reports=reports, progress=False)
+    shutil.rmtree(tmp_path / "runs")  # what a fresh clone has: the committed records only
+    runs = sweep.expand(doc, reports=reports)
+    assert all(sweep.recorded_here(c) and not sweep.is_done(c) and sweep.is_done(c, keep=True) for c in runs)
+    stale = Path(reports) / "results" / "runs" / f"{rows[1]['run_id']}.json"
+    rec = records.read_record(stale, "train_run")
+    records.write_record(stale, "train_run", rec["config"], {**rec["results"], "code_fingerprint": "0" * 16}, 0)
+    assert [r["status"] for r in sweep.run_sweep(path, reports=reports, progress=False, keep=True)] == [
+        "skipped", "done"]

@@ -97,7 +97,8 @@ def _sweep(args) -> int:
     except ValueError:
         raise SystemExit(f"--shard {args.shard!r}: use i/n, e.g. --shard 0/4") from None
     try:
-        rows = sweep.run_sweep(args.grid, jobs=args.jobs, shard=(i, n), force=args.force, progress=not args.quiet)
+        rows = sweep.run_sweep(args.grid, jobs=args.jobs, shard=(i, n), force=args.force, progress=not args.quiet,
+                               keep=args.keep)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"sweep: {err}") from err
     print(sweep.summary_table(rows))
@@ -340,6 +341,9 @@ def main(argv=None) -> int:
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once")
     sweep.add_argument("--shard", default="0/1", help="i/n: run only runs i, i+n, ... (cluster array jobs)")
     sweep.add_argument("--force", action="store_true", help="re-run runs whose record exists")
+    sweep.add_argument("--keep", action="store_true", help="keep committed records this machine would reproduce "
+                       "(same training code, data, CPU type, torch) instead of re-training them: resume a study "
+                       "split over sessions on a fresh machine")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=_sweep)
 

@@ -14,8 +14,9 @@ A grid file (see ``profiles/``; its relative paths are taken from the file's own
 Each run executes the notebook into ``<reports>/runs/<run_id>.ipynb`` and leaves its record in
 ``<reports>/results/runs/<run_id>.json``. A run that finished on this machine (its record and its run directory's
 ``done.json`` exist) is skipped (``force`` re-runs it), so a killed sweep resumes where it stopped, while a fresh clone
-re-trains the committed records (on CPU to the same numbers); a run that fails gets ``<run_id>.failed.json`` (its
-error) and the sweep goes on.
+re-trains the committed records (on CPU to the same numbers) unless ``keep`` (``--keep``) keeps those this machine would
+reproduce (same training code, data, CPU type and torch: a study split over sessions); a run that fails gets
+``<run_id>.failed.json`` (its error) and the sweep goes on.
 ``jobs`` runs that many at once (each run's result depends only on its config, threads included, so it is the same
 serial or parallel); ``shard=(i, n)`` takes runs i, i+n, i+2n, ... for a cluster array job.
 """
@@ -43,6 +44,7 @@ from .train import (
     TrainConfig,
     arm,
     condition_id,
+    data_fingerprint,
     finished,
     record_path,
     resolve_paths,
@@ -263,7 +265,36 @@ def ensure_data(doc: dict, progress: bool = False):
         synthetic.ensure(records.from_repo(out), progress=progress, **spec)  # a profile file's is absolute
 
 
-def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
+def recorded_here(cfg: TrainConfig) -> bool:
+    """The run's record exists and was made by the training code checked out now, on the same data, on this CPU type
+    with this torch: on CPU it would train to the same numbers (issue 11), so a study resumed on a fresh machine may
+    keep it (``keep``) rather than train it again. A record of other code, data, CPU or torch is trained again."""
+    path = record_path(cfg)
+    if not path.is_file():
+        return False
+    rec = records.read_record(path, kind="train_run")
+    res, made, here = rec["results"], rec["provenance"], records.provenance()
+    same_data = res.get("data_fingerprint") == data_fingerprint(resolve_paths(cfg))
+    return (res.get("code_fingerprint") == _code() and same_data
+            and all(made.get(k) == here.get(k) for k in ("device", "cpu_capability", "torch")))
+
+
+_CODE: list[str] = []
+
+
+def _code() -> str:  # the training code's fingerprint, once per process (it hashes every file train imports)
+    if not _CODE:
+        _CODE.append(records.code_fingerprint())
+    return _CODE[0]
+
+
+def is_done(cfg: TrainConfig, force: bool = False, keep: bool = False) -> bool:
+    """Whether a sweep skips the run: finished on this machine, or (``keep``) recorded by this code, data, CPU type
+    and torch; ``force`` trains it whatever exists."""
+    return not force and (finished(cfg) or (keep and recorded_here(cfg)))
+
+
+def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False, keep: bool = False) -> dict:
     """Execute the training notebook for one run; returns a summary row (status: done, skipped, failed, or busy:
     another sweep holds the run's lock)."""
     import papermill as pm
@@ -272,7 +303,7 @@ def run_one(cfg: TrainConfig, notebook=NOTEBOOK, force: bool = False) -> dict:
     rec = record_path(cfg)
     failed = rec.with_suffix(".failed.json")
     where = run_dir(resolve_paths(cfg))  # where notebook 05 trains it (an absolute out stays as it is)
-    if finished(cfg) and not force:  # finished here; a fresh clone re-trains committed records
+    if is_done(cfg, force, keep):  # finished here (or kept); a fresh clone re-trains committed records unless kept
         return _row(cfg, "skipped", rec)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     params["synth"] = None  # the sweep made its data (ensure_data); the notebook's own default must not check it
@@ -330,10 +361,11 @@ def _row(cfg, status, rec, seconds=0.0, error=None, warning=None) -> dict:
 
 
 def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: bool = False,
-              reports: str | None = None, progress: bool = True) -> list[dict]:
+              reports: str | None = None, progress: bool = True, keep: bool = False) -> list[dict]:
     """Run (or resume) every run of a grid file; returns one summary row per run of this shard. With ``progress``
     it prints its estimate first and then keeps one status line: runs done, each running run's epoch, and the
-    estimated finish from measured epoch times (``Progress``)."""
+    estimated finish from measured epoch times (``Progress``). ``keep``: skip runs whose committed record this
+    machine would reproduce (``recorded_here``), so a study split over sessions resumes on a fresh machine."""
     i, n = shard
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard {i}/{n}: use i/n with 0 <= i < n, e.g. --shard 0/4")
@@ -348,14 +380,14 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
 
-    status = Progress(runs, jobs, force)
+    status = Progress(runs, jobs, force, keep)
     if progress:
         print(f"sweep {doc['name']}: {status.start_line()}", flush=True)
 
     def one(j):
         status.started(j)
         try:
-            return run_one(runs[j], notebook, force)
+            return run_one(runs[j], notebook, force, keep)
         finally:
             status.finished(j)
 
@@ -413,12 +445,12 @@ class Progress:
     scales with its pixels x epochs; the estimate is the work left over the jobs, never less than the longest run
     left."""
 
-    def __init__(self, runs: list[TrainConfig], jobs: int, force: bool = False, clock=time.time):
+    def __init__(self, runs: list[TrainConfig], jobs: int, force: bool = False, keep: bool = False, clock=time.time):
         self.runs, self.jobs, self.clock = runs, jobs, clock
         self.state = {}  # index -> 'running' | 'finished'
         self.began = {}
         self.lock = threading.Lock()
-        self.todo = [j for j, cfg in enumerate(runs) if force or not finished(cfg)]
+        self.todo = [j for j, cfg in enumerate(runs) if not is_done(cfg, force, keep)]
         self.prior, self.prior_source = self._prior_rates()
         # a running run is named by the fields the grid varies (e.g. "96x64 ufpa s1", "bf16 s2")
         values = [asdict(c) for c in runs]
