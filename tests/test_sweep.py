@@ -299,3 +299,11 @@ def test_keep_resumes_a_study_on_a_fresh_machine_from_records_it_would_reproduce
     records.write_record(stale, "train_run", rec["config"], {**rec["results"], "code_fingerprint": "0" * 16}, 0)
     assert [r["status"] for r in sweep.run_sweep(path, reports=reports, progress=False, keep=True)] == [
         "skipped", "done"]
+    # a record of other code that a reproduction joined to this one (an equivalence record) is kept too
+    shutil.rmtree(tmp_path / "runs")
+    rec = records.read_record(stale, "train_run")
+    records.write_record(stale, "train_run", rec["config"], {**rec["results"], "code_fingerprint": "0" * 16}, 0)
+    assert not sweep.recorded_here(runs[1])
+    records.write_record(Path(reports) / "results" / "equivalence" / "x.json", "code_equivalence", {},
+                         {"codes": ["0" * 16, sweep._code()]}, 0)
+    assert sweep.recorded_here(runs[1]) and sweep.recorded_here(runs[0])

@@ -126,25 +126,6 @@ def code_identity(rec: dict) -> str:
     return f"code {code}" if code else f"commit {rec['provenance']['git_commit'][:10]}"
 
 
-def _code_groups(codes: set, folders) -> list[set]:
-    """The code identities joined by the equivalence records in ``<folder>/equivalence/`` (``runs.reproduce``: a run
-    of one code re-trained at the other repeated bit for bit on the same CPU type): the groups that may pool."""
-    parent = {c: c for c in codes}
-
-    def root(c):
-        while parent.setdefault(c, c) != c:
-            c = parent[c]
-        return c
-    for folder in folders:
-        for path in sorted((Path(folder) / "equivalence").glob("*.json")):
-            a, b = (f"code {c}" for c in records.read_record(path, kind="code_equivalence")["results"]["codes"])
-            parent[root(a)] = root(b)
-    groups: dict = {}
-    for c in codes:
-        groups.setdefault(root(c), set()).add(c)
-    return list(groups.values())
-
-
 def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> None:
     """What a report may pool, checked before anything is averaged: each record once; every metric a finite number;
     the seeds of a condition (model, head, codec, size, alignment) distinct seeds of one identical config (everything
@@ -184,7 +165,7 @@ def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> Non
             twice = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ValueError(f"condition {'/'.join(key)} has seed(s) {twice} more than once: a seed counts once")
     codes = {code_identity(rec) for _, rec in recs}
-    if one_commit and len(codes) > 1 and len(_code_groups(codes, {p.parent.parent for p, _ in recs})) > 1:
+    if one_commit and len(codes) > 1 and len(records.code_groups(codes, {p.parent.parent for p, _ in recs})) > 1:
         named = ", ".join(sorted(codes))
         raise ValueError(f"the records were made with {len(codes)} versions of the training code ({named}): a report "
                          "is of one, or of codes shown to compute the same numbers (`python -m ufpa reproduce "

@@ -266,16 +266,19 @@ def ensure_data(doc: dict, progress: bool = False):
 
 
 def recorded_here(cfg: TrainConfig) -> bool:
-    """The run's record exists and was made by the training code checked out now, on the same data, on this CPU type
-    with this torch: on CPU it would train to the same numbers (issue 11), so a study resumed on a fresh machine may
-    keep it (``keep``) rather than train it again. A record of other code, data, CPU or torch is trained again."""
+    """The run's record exists and was made by the training code checked out now (or one an equivalence record joins
+    to it: ``python -m ufpa reproduce``), on the same data, on this CPU type with this torch: on CPU it would train to
+    the same numbers (issue 11), so a study resumed on a fresh machine may keep it (``keep``) rather than train it
+    again. A record of other code, data, CPU or torch is trained again."""
     path = record_path(cfg)
     if not path.is_file():
         return False
     rec = records.read_record(path, kind="train_run")
     res, made, here = rec["results"], rec["provenance"], records.provenance()
     same_data = res.get("data_fingerprint") == data_fingerprint(resolve_paths(cfg))
-    return (res.get("code_fingerprint") == _code() and same_data
+    made_by, now = f"code {res.get('code_fingerprint')}", f"code {_code()}"
+    same_code = any({made_by, now} <= group for group in records.code_groups({made_by, now}, [path.parent.parent]))
+    return (same_code and same_data
             and all(made.get(k) == here.get(k) for k in ("device", "cpu_capability", "torch")))
 
 
@@ -289,8 +292,8 @@ def _code() -> str:  # the training code's fingerprint, once per process (it has
 
 
 def is_done(cfg: TrainConfig, force: bool = False, keep: bool = False) -> bool:
-    """Whether a sweep skips the run: finished on this machine, or (``keep``) recorded by this code, data, CPU type
-    and torch; ``force`` trains it whatever exists."""
+    """Whether a sweep skips the run: finished on this machine, or (``keep``) recorded by this code (or an equivalent
+    one), data, CPU type and torch; ``force`` trains it whatever exists."""
     return not force and (finished(cfg) or (keep and recorded_here(cfg)))
 
 
