@@ -833,24 +833,27 @@ def accuracy_by_arm(frame: pd.DataFrame, flip_test: bool = True, path=None):
 
 @_styled
 def design_figure(table: pd.DataFrame, path=None):
-    """The registered comparisons: each seed's paired difference (dots), the mean with its (corrected) interval over
-    seeds (diamond) and the hierarchical bootstrap over seeds and images (thin bar)."""
-    fig, ax = plt.subplots(figsize=(10, 3.8), constrained_layout=True)
+    """The registered comparisons as a forest plot, one row each (names on the left, so any number of them reads):
+    each seed's paired difference (dots), the mean with its (corrected) interval over seeds (diamond) and the
+    hierarchical bootstrap over seeds and images (thin bar below it)."""
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * max(len(table), 1)), constrained_layout=True)
     if table.empty:
         ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
+    rng = np.random.default_rng(0)  # jitter only
     for i, r in enumerate(table.itertuples()):
-        _dots(ax, i - 0.12, r.per_seed, r.treatment)
-        ax.errorbar([i + 0.12], [r.diff], yerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4,
-                    color=arm_colour(r.treatment))
+        c, seeds = arm_colour(r.treatment), np.asarray(r.per_seed, float)
+        ax.scatter(seeds, i - 0.2 + rng.uniform(-0.06, 0.06, len(seeds)), s=16, zorder=3, color=c,
+                   facecolors="white" if _hollow(r.treatment) else c, linewidths=1)
+        ax.errorbar([r.diff], [i], xerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4, color=c)
         if np.isfinite(r.boot_lo):
-            ax.plot([i + 0.26] * 2, [r.boot_lo, r.boot_hi], color=arm_colour(r.treatment), lw=1.2)
-    ax.axhline(0, color="grey", lw=0.8)
-    names = [f"{r.role}: {_arm_label(r.treatment)}\nvs {_arm_label(r.control)}" for r in table.itertuples()]
-    ax.set_xticks(range(len(table)), names)
-    ax.set_ylabel(f"paired Δ{table['metric'].iloc[0]} (treatment − control)")
-    ax.grid(alpha=0.3, axis="y")
+            ax.plot([r.boot_lo, r.boot_hi], [i + 0.22] * 2, color=c, lw=1.2)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(table)), _comparison_names(table))
+    ax.invert_yaxis()  # the primary on top
+    ax.set_xlabel(f"paired Δ{table['metric'].iloc[0]} (treatment − control)")
+    ax.grid(alpha=0.3, axis="x")
     levels = ", ".join(f"{r.role} {100 * r.interval_level:.1f} %" for r in table.drop_duplicates("role").itertuples())
     ax.set_title(f"registered comparisons, {_flip_note(bool(table['flip_test'].iloc[0]))}, n = "
                  f"{table['pairs'].min()}–{table['pairs'].max()} paired seeds\ndots: seeds; diamonds: mean ± interval "
@@ -858,30 +861,41 @@ def design_figure(table: pd.DataFrame, path=None):
     return _save(fig, path)
 
 
+def _comparison_names(table: pd.DataFrame) -> list[str]:
+    return [f"{r.role}: {_arm_label(r.treatment)}\nvs {_arm_label(r.control)}" for r in table.itertuples()]
+
+
 @_styled
 def gain_by_epoch_figure(gains: pd.DataFrame, path=None):
-    """Each registered comparison's paired val AP difference (no flip) against epoch: mean and 95 % band over seeds."""
-    fig, ax = plt.subplots(figsize=(10, 3.6), constrained_layout=True)
-    if gains.empty:
-        ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
-        ax.set_axis_off()
+    """Each registered comparison's paired val AP difference (no flip) against epoch, one panel each (a shared y axis,
+    so panels compare): mean and 95 % band over seeds."""
+    groups = list(gains.groupby(["control", "treatment"], sort=False)) if not gains.empty else []
+    cols = 2 if len(groups) > 1 else 1
+    rows = max(1, -(-len(groups) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(10, 0.6 + 2.1 * rows), sharex=True, sharey=True, squeeze=False,
+                             constrained_layout=True)
+    if not groups:
+        axes[0, 0].text(0.5, 0.5, "no registered design in these records", ha="center",
+                        transform=axes[0, 0].transAxes)
+        axes[0, 0].set_axis_off()
         return _save(fig, path)
-    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]  # one per comparison: colours repeat
-    for i, ((control, treatment), g) in enumerate(gains.groupby(["control", "treatment"], sort=False)):
+    for k, (ax, ((control, treatment), g)) in enumerate(zip(axes.flat, groups)):
         c = arm_colour(treatment)
-        ls, marker = styles[i % len(styles)]
-        ax.plot(g["epoch"], g["diff"], ls, marker=marker, ms=3, color=c,
-                label=f"{_arm_label(treatment)} vs {_arm_label(control)}")
+        ax.plot(g["epoch"], g["diff"], "-o", ms=2.5, color=c)
         ax.fill_between(g["epoch"], g["diff"] - g["diff_ci"].fillna(0), g["diff"] + g["diff_ci"].fillna(0), color=c,
-                        alpha=0.15)
-    ax.axhline(0, color="grey", lw=0.8)
-    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("paired Δ val AP (no flip)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    ax.set_title(f"does the gain hold with training? flip test off (the learning curve's evaluations),\nn = "
-                 f"{gains['pairs'].min()}–{gains['pairs'].max()} paired seeds, mean ± 95 % CI")
+                        alpha=0.2, lw=0)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(f"{_arm_label(treatment)} vs {_arm_label(control)} (n = {g['pairs'].max()})")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        if k % cols == 0:
+            ax.set_ylabel("paired Δ val AP")
+        ax.tick_params(labelbottom=True)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.set_axis_off()
+    fig.suptitle("does the gain hold with training? val AP with flip test off (the learning curve's evaluations), "
+                 "paired over seeds, mean ± 95 % CI")
     return _save(fig, path)
 
 
@@ -900,7 +914,7 @@ def per_joint_figure(results_dir, flip_test: bool = True, path=None):
         rows.append({"arm": arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
                      "found": np.asarray(m["epe_found_per_joint"], float),
                      "swap": np.asarray(m["swap_rate_per_joint"], float)})
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5.8), constrained_layout=True, sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6.4), constrained_layout=True, sharex=True)
     if not rows:
         axes[0].text(0.5, 0.5, "no per-joint localisation metrics in these records", ha="center",
                      transform=axes[0].transAxes)
@@ -921,7 +935,7 @@ def per_joint_figure(results_dir, flip_test: bool = True, path=None):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, axis="y")
     axes[1].set_xticks(range(k), names, rotation=45, ha="right")
-    axes[0].legend(ncol=min(len(arms), 4))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(len(arms), 4))  # off data
     n = min(sum(r["arm"] == a for r in rows) for a in arms)
     axes[0].set_title(f"per joint, mean ± 95 % CI over seeds; {_flip_note(flip_test)}, n ≥ {n} seeds per arm;\n"
                       f"found: within {FOUND_RADIUS:g} × box size and not swapped")
@@ -936,7 +950,9 @@ def misalignment_and_gain(frame: pd.DataFrame, table: pd.DataFrame | None = None
     paired differences with their intervals, so a reader sees the cause beside the effect."""
     sub = frame[frame["flip_test"] == flip_test]
     arms = arm_order(sub["arm"])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    rows = 0 if table is None else len(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, max(3.8, 1.2 + 0.45 * rows)), constrained_layout=True,
+                             gridspec_kw={"width_ratios": [1, 1.15]})
     ax = axes[0]
     mis = sub.groupby("arm")[["misalignment_mean_px", "misalignment_px", "border_misalignment_px"]].first()
     width = 0.27
@@ -958,15 +974,15 @@ def misalignment_and_gain(frame: pd.DataFrame, table: pd.DataFrame | None = None
         ax.set_axis_off()
     else:
         for i, r in enumerate(table.itertuples()):
-            ax.errorbar([i], [r.diff], yerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4,
+            ax.errorbar([r.diff], [i], xerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4,
                         color=arm_colour(r.treatment))
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_xticks(range(len(table)), [f"{_arm_label(r.treatment)}\nvs {_arm_label(r.control)}"
-                                          for r in table.itertuples()], fontsize=9)
-        ax.set_ylabel(f"paired Δ{table['metric'].iloc[0]}")
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(table)), _comparison_names(table))
+        ax.invert_yaxis()
+        ax.set_xlabel(f"paired Δ{table['metric'].iloc[0]}")
         ax.set_title(f"registered comparisons, mean ± interval over seeds\n({_flip_note(flip_test)}, n = "
-                     f"{table['pairs'].min()} paired seeds)")
-        ax.grid(alpha=0.3, axis="y")
+                     f"{table['pairs'].min()}–{table['pairs'].max()} paired seeds)")
+        ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
 
 
