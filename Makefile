@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-controls study-codecs study-learned sweep report test venv lint notebooks clean gpu-check
+.PHONY: study study-controls study-codecs study-learned study-converged sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -54,6 +54,12 @@ study-codecs: $(STAMP)
 
 study-learned: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_learned.yaml --jobs $(JOBS)
+
+# The converged study (issues 21, 22): cpu.yaml's design and the learned arm at 144 epochs, where the baseline's val
+# AP plateaus; 28 runs, about 10 h on 2 cores, so it resumes seed by seed (--keep) in its own reports/converged/.
+# Stop it between runs with the stop file it names; `make report PROFILE=profiles/cpu_converged.yaml` after.
+study-converged: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_converged.yaml --jobs $(JOBS) --keep
 
 # Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
 test: $(STAMP)

@@ -29,7 +29,8 @@ def grid(tmp_path_factory):
 def test_profiles_expand_and_validate():
     smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
     assert len(smoke) == 2
-    counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "cpu_learned": 21, "gpu": 63}
+    counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "cpu_learned": 21, "cpu_converged": 28,
+              "gpu": 63}
     for name, count in counts.items():
         doc = sweep.load_grid(ROOT / "profiles" / f"{name}.yaml")
         runs = sweep.expand(doc)
@@ -45,6 +46,9 @@ def test_profiles_expand_and_validate():
     assert len(controls & {sweep.run_id(c) for c in cpu}) == 14, "the shared arms are the same runs (skipped)"
     learned = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_learned.yaml"))}
     assert len(learned & {sweep.run_id(c) for c in cpu}) == 14, "baseline and ufpa are cpu.yaml's runs"
+    converged = sweep.load_grid(ROOT / "profiles" / "cpu_converged.yaml")
+    assert {c.epochs for c in sweep.expand(converged)} == {144}, "the length the convergence check measured"
+    assert sweep.reports_folder(converged) != sweep.reports_folder(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
 
 
 def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):
@@ -307,3 +311,26 @@ def test_keep_resumes_a_study_on_a_fresh_machine_from_records_it_would_reproduce
     records.write_record(Path(reports) / "results" / "equivalence" / "x.json", "code_equivalence", {},
                          {"codes": ["0" * 16, sweep._code()]}, 0)
     assert sweep.recorded_here(runs[1]) and sweep.recorded_here(runs[0])
+
+
+def test_a_stop_file_stops_the_sweep_between_runs(grid, tmp_path, monkeypatch):
+    """Touching the stop file lets the running run finish and starts no other; the next sweep resumes."""
+    doc = sweep.load_grid(grid)
+    stop = sweep.stop_file(doc)
+    stop.parent.mkdir(parents=True, exist_ok=True)
+    stop.write_text("")  # an old request is spent by starting a sweep
+    trained = []
+
+    def fake_run_one(cfg, notebook=None, force=False, keep=False):
+        trained.append(cfg.seed)
+        stop.write_text("")  # the user asks to stop while this run trains
+        return sweep._row(cfg, "done", sweep.record_path(cfg))
+
+    monkeypatch.setattr(sweep, "run_one", fake_run_one)
+    monkeypatch.setattr(sweep, "ensure_data", lambda doc, progress=False: None)
+    rows = sweep.run_sweep(grid, jobs=1, reports=str(tmp_path / "reports"), progress=False)
+    assert [r["status"] for r in rows] == ["done", "stopped"] and len(trained) == 1
+    assert "1 stopped (not started" in sweep.summary_table(rows)
+    rows = sweep.run_sweep(grid, jobs=1, reports=str(tmp_path / "reports"), progress=False)
+    assert [r["status"] for r in rows] == ["done", "stopped"] and len(trained) == 2  # resumed: the stop was spent
+    stop.unlink()

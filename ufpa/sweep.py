@@ -384,10 +384,15 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     from tqdm.auto import tqdm
 
     status = Progress(runs, jobs, force, keep)
+    stop = stop_file(doc)
+    stop.unlink(missing_ok=True)  # running a sweep is the wish to run it; an old stop request is spent
     if progress:
-        print(f"sweep {doc['name']}: {status.start_line()}", flush=True)
+        print(f"sweep {doc['name']}: {status.start_line()}\n  to stop after the running runs finish: touch {stop}",
+              flush=True)
 
     def one(j):
+        if stop.is_file() and not is_done(runs[j], force, keep):  # asked to stop: start nothing new
+            return _row(runs[j], "stopped", record_path(runs[j]))
         status.started(j)
         try:
             return run_one(runs[j], notebook, force, keep)
@@ -400,10 +405,10 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     rows: list = [None] * len(runs)
     with tqdm(total=len(runs), desc=f"sweep {doc['name']}", disable=not progress, unit="run",
               bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}]{postfix}") as bar:
-        stop = threading.Event()
+        quit_watch = threading.Event()
 
         def refresh():  # the bar's line follows the running runs' epochs between finished runs
-            while not stop.wait(10.0):
+            while not quit_watch.wait(10.0):
                 bar.set_postfix_str(status.line(), refresh=True)
         watcher = threading.Thread(target=refresh, daemon=True)
         if progress:
@@ -415,8 +420,15 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
                     bar.update()
                     bar.set_postfix_str(f"last {row['status']}; {status.line()}")
         finally:
-            stop.set()
+            quit_watch.set()
     return rows
+
+
+def stop_file(doc: dict) -> Path:
+    """The file that stops a running sweep of this profile between runs (``touch`` it): runs already training finish
+    and write their records and notebooks; the runs not started are reported ``stopped`` and a later sweep resumes
+    them. Stopping a run by hand instead (killing it) cuts its notebook short."""
+    return records.SCRATCH / f"sweep-{doc['name']}.stop"
 
 
 def per_job_workers(runs: list[TrainConfig], jobs: int, cores: int | None = None) -> list[TrainConfig]:
@@ -591,7 +603,9 @@ def summary_table(rows: list[dict]) -> str:
     lines.append(f"\n{len(rows)} runs: {sum(r['status'] == 'done' for r in rows)} done, "
                  f"{sum(r['status'] == 'skipped' for r in rows)} skipped (record exists), {len(failed)} failed"
                  + (f", {sum(r['status'] == 'busy' for r in rows)} busy (another sweep is training them)"
-                    if any(r["status"] == "busy" for r in rows) else ""))
+                    if any(r["status"] == "busy" for r in rows) else "")
+                 + (f", {sum(r['status'] == 'stopped' for r in rows)} stopped (not started: the stop file was "
+                    "there; run the sweep again to resume)" if any(r["status"] == "stopped" for r in rows) else ""))
     for r in failed:
         lines.append(f"failed {r['run_id']}: {r.get('error', '')}")
     for r in rows:
