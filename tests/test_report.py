@@ -409,6 +409,32 @@ def test_the_design_table_corrects_the_family_and_claims_only_what_its_intervals
     assert decomposition.loc["sum of the steps", "verdict"].startswith("chains")
 
 
+def test_a_design_part_way_through_its_runs_reports_what_it_has_and_waits_for_the_rest(results, tmp_path):
+    """A study split over sessions: the comparisons with two paired seeds are estimated, Holm-adjusted over the whole
+    registered family (an awaiting one counts as p = 1); the others say how many of their runs exist."""
+    register(results)
+    for path in (results / "runs").glob("hrnet_w8_tiny-ufpa-128x96-*.json"):
+        path.unlink()  # the secondary comparison's treatment not trained yet
+    frame = report.load_runs(results)
+    table = report.design_table(frame, results, resamples=50).set_index("name")
+    waiting = table.loc["ufpa 129x97 udp vs baseline 128x96 udp"]
+    assert not waiting["ready"] and np.isnan(waiting["diff"]) and np.isnan(waiting["p_holm"])
+    assert waiting["verdict"].startswith("awaiting runs: baseline 128x96 3, ufpa 129x97 0 (two")
+    steps = table[table["ready"] & (table["role"] == "secondary")]
+    assert list(steps["p_holm"]) == pytest.approx(report.stats.holm(list(steps["p_t"]) + [1.0])[:2])
+    assert list(report.ready(table.reset_index())["name"]) == ["primary"] + list(steps.index)
+    text = report.findings(frame, results_dir=results)
+    assert "**Secondary: `ufpa 129x97` vs `baseline 128x96`**: awaiting runs" in text
+    shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
+    assert "awaiting runs" in (tmp_path / "tables" / "design.md").read_text() and len(shown["decomposition"]) == 4
+    for path in (results / "runs").glob("hrnet_w8_tiny-ufpa-96x64-*.json"):
+        path.unlink()  # the primary's treatment too: no decomposition (its total is missing)
+    frame = report.load_runs(results)
+    report._DESIGN_CACHE.clear()
+    assert report.decomposition_table(report.design_table(frame, results, resamples=10)).empty
+    report.render_all(results, tmp_path / "tables", tmp_path / "figures")
+
+
 def test_no_claim_from_runs_that_had_not_plateaued(tmp_path):
     folder = tmp_path / "results"
     for seed in range(3):
@@ -559,3 +585,24 @@ def test_learned_offsets_are_read_against_the_geometry_over_seeds(tmp_path):
         report.learned_offsets_table(frame, folder)
     no_learned = report.learned_offsets_table(frame[frame["alignment"] != "learned"], folder)
     assert "no runs of alignment 'learned'" in no_learned.iloc[0, 0]
+
+
+def test_the_converged_study_is_summarised_from_its_own_folder(tmp_path):
+    """The README and page quote the converged study (reports/converged/, beside the study's results) as far as its
+    records go; nothing is said where it has no registered design."""
+    study = tmp_path / "reports" / "results"
+    study.mkdir(parents=True)
+    assert report.converged_summary(study) == ""
+    folder = tmp_path / "reports" / report.CONVERGED / "results"
+    register(folder, {"metric": "AP", "flip_test": True, "level": 0.95,
+                      "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
+                      "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}]})
+    assert "**Primary**: `ufpa 97x65` against `baseline 96x64`" in report.converged_summary(study)  # no runs yet
+    for seed in range(3):
+        fake_record(folder, "baseline", (96, 64), seed, 0.5 + 0.01 * seed)
+        fake_record(folder, "ufpa", (96, 64), seed, 0.52 + 0.01 * seed)
+    report._DESIGN_CACHE.clear()
+    text = report.converged_summary(study)
+    assert "| primary | ufpa 97x65 vs baseline 96x64 | 0.950 | 3 |" in text
+    assert "**Secondary: `ufpa_any 96x64` vs `baseline 96x64`**: awaiting runs: baseline 96x64 3, ufpa_any 96x64 0" \
+        in text

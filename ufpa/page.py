@@ -115,12 +115,23 @@ it runs at).
 **Findings** (read from the records):
 
 {report.findings(frame, results_dir=results_dir)}
+{_converged(results_dir)}
 **Limits.** SynthPose is not COCO: absolute AP here is not comparable with published numbers (the published anchors in
 notebook 06 are context only). The CPU study trains a 0.18 M-parameter HRNet for minutes per run on one easy dataset
-at one low resolution; its runs are as long as two cores allow for the design, and a run that had not plateaued makes
-no claim. The GPU profile (HRNet-W32, standard SynthPose, the same design) has not been run unless its records appear
-in its own folder, `reports/gpu/`.
+at one low resolution; `make study`'s runs are as long as two cores allow for the design in about two hours, and a
+run that had not plateaued makes no claim; the converged study trains until the baseline plateaus (144 epochs, about
+10 h on 2 cores, over several sessions). The GPU profile (HRNet-W32, standard SynthPose, the same design) has not
+been run unless its records appear in its own folder, `reports/gpu/`.
 """
+
+
+def _converged(results_dir) -> str:
+    text = report.converged_summary(results_dir)
+    if not text:
+        return ""
+    return ("**The converged study** (`profiles/cpu_converged.yaml`, `reports/converged/`: the same design at 144 "
+            "epochs, where the baseline's val AP plateaus, with the learned aligner as a fourth arm; it runs over "
+            f"several sessions, and this is what its records say so far):\n\n{text}\n")
 
 
 def build_page(notebook_paths, out_html, results_dir) -> Path:

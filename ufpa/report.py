@@ -298,7 +298,7 @@ def design_markdown(results_dir) -> str:
         return "No design is registered in these records: the comparisons below are each alignment against the " \
                "baseline, without a pre-registered primary.\n"
     present: dict = {}
-    for _, rec in run_records(results_dir):
+    for _, rec in run_records(results_dir) if (Path(results_dir) / "runs").is_dir() else []:  # none trained yet
         cfg, res = rec["config"], rec["results"]
         present.setdefault(arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
                            set()).add(res["run_id"])
@@ -389,7 +389,7 @@ def compare_arms(frame: pd.DataFrame, results_dir, control: str, treatment: str,
            "seeds": seeds, "control_mean": float(c[metric].mean()), "treatment_mean": float(t[metric].mean()),
            "diff": mean, "diff_lo": mean - half, "diff_hi": mean + half, "interval_level": interval_level,
            "p_t": stats.t_test(diff) if n > 1 else float("nan"), "p_sign_flip": stats.sign_flip_test(diff),
-           "per_seed": diff.tolist()}
+           "per_seed": diff.tolist(), "ready": True}
     row["boot_lo"] = row["boot_hi"] = float("nan")
     statistic = _per_image(metric)
     if statistic is not None and n:
@@ -413,6 +413,8 @@ def compare_arms(frame: pd.DataFrame, results_dir, control: str, treatment: str,
 def _verdict(row: dict) -> str:
     """What a comparison may claim: a direction only when every run met the plateau criterion and both its
     (corrected) intervals, over seeds and over seeds and images, exclude zero."""
+    if not row.get("ready", True):
+        return row["awaiting"]
     if row["unconverged"]:
         return f"no claim: {row['unconverged']} of its {row['runs']} runs had not plateaued"
     ends = [row["diff_lo"], row["diff_hi"]] + ([row["boot_lo"], row["boot_hi"]] if np.isfinite(row["boot_lo"])
@@ -433,20 +435,63 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000) -> pd.
         return pd.DataFrame()
     rows = []
     m = len(d["secondary"])
+    registered = _registered_runs(results_dir)
     for role, comps, lvl in (("primary", [d["primary"]] if d["primary"] else [], d["level"]),
                              ("secondary", d["secondary"], 1 - (1 - d["level"]) / max(m, 1))):
-        family = [compare_arms(frame, results_dir, c["control"], c["treatment"], d["metric"], d["flip_test"],
-                               d["level"], lvl, resamples) | {"role": role, "name": c["name"], "profile": c["profile"]}
+        family = [(compare_arms(frame, results_dir, c["control"], c["treatment"], d["metric"], d["flip_test"],
+                                d["level"], lvl, resamples) if _paired_seeds(frame, c, d["flip_test"]) >= 2
+                   else _awaiting(frame, c, d, lvl, registered)) | {"role": role, "name": c["name"],
+                                                                    "profile": c["profile"]}
                   for c in comps]
-        adjusted = stats.holm([r["p_t"] for r in family]) if role == "secondary" else [r["p_t"] for r in family]
+        # Holm over the registered family whatever has been trained: a comparison still awaiting its runs counts
+        # with p = 1, so the adjusted p of the others can only fall as runs arrive (conservative, never optimistic)
+        ps = [r["p_t"] if r["ready"] else 1.0 for r in family]
+        adjusted = stats.holm(ps) if role == "secondary" else ps
         for r, p in zip(family, adjusted):
-            r["p_holm"] = p
+            r["p_holm"] = p if r["ready"] else float("nan")
             r["verdict"] = _verdict(r)
             rows.append(r)
-    cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "pairs", "control_mean",
-            "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "interval_level", "p_t", "p_holm",
-            "p_sign_flip", "runs", "unconverged", "sd", "seeds_for_power", "verdict", "per_seed"]
+    cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "ready", "pairs",
+            "control_mean", "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "interval_level",
+            "p_t", "p_holm", "p_sign_flip", "runs", "unconverged", "sd", "seeds_for_power", "verdict", "per_seed"]
     return pd.DataFrame(rows)[cols]
+
+
+def _paired_seeds(frame: pd.DataFrame, comparison: dict, flip_test: bool) -> int:
+    sub = frame[frame["flip_test"] == flip_test]
+    seeds = [set(sub.loc[sub["arm"] == comparison[side], "seed"]) for side in ("control", "treatment")]
+    return len(seeds[0] & seeds[1])
+
+
+def _registered_runs(results_dir) -> dict:
+    """Arm -> the run ids every registered design names for it (how many runs a comparison waits for)."""
+    out: dict = {}
+    for rec in design_records(results_dir):
+        for arm, ids in rec["results"]["arms"].items():
+            out.setdefault(arm, set()).update(ids)
+    return out
+
+
+def _awaiting(frame: pd.DataFrame, c: dict, d: dict, level: float, registered: dict) -> dict:
+    """A registered comparison with fewer than two paired seeds in the records (a study part-way through its runs):
+    no estimate, and a verdict that says how many of its registered runs exist."""
+    sub = frame[frame["flip_test"] == d["flip_test"]]
+    have = {side: int((sub["arm"] == c[side]).sum()) for side in ("control", "treatment")}
+    want = {side: len(registered.get(c[side], ())) for side in ("control", "treatment")}
+    nan = float("nan")
+    return {"control": c["control"], "treatment": c["treatment"], "metric": d["metric"], "flip_test": d["flip_test"],
+            "ready": False, "pairs": _paired_seeds(frame, c, d["flip_test"]), "control_mean": nan,
+            "treatment_mean": nan, "diff": nan, "diff_lo": nan, "diff_hi": nan, "boot_lo": nan, "boot_hi": nan,
+            "interval_level": level, "p_t": nan, "p_sign_flip": nan, "runs": have["control"] + have["treatment"],
+            "unconverged": 0, "sd": nan, "seeds_for_power": None, "per_seed": [],
+            "awaiting": "awaiting runs: " + ", ".join(
+                f"{_arm_label(c[side])} {have[side]}" + (f"/{want[side]}" if want[side] else "")
+                for side in ("control", "treatment")) + " (two paired seeds make the first estimate)"}
+
+
+def ready(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparisons of ``design_table`` that have an estimate (at least two paired seeds)."""
+    return table if table.empty else table[table["ready"].astype(bool)].reset_index(drop=True)
 
 
 def design_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -461,7 +506,8 @@ def design_summary(table: pd.DataFrame) -> pd.DataFrame:
                         "diff": table["diff"], "lo": table["diff_lo"], "hi": table["diff_hi"],
                         "boot_lo": table["boot_lo"], "boot_hi": table["boot_hi"], "p_t": table["p_t"],
                         "p_holm": table["p_holm"], "p_sign_flip": table["p_sign_flip"],
-                        "not_plateaued": [f"{u}/{n}" for u, n in zip(table["unconverged"], table["runs"])],
+                        "not_plateaued": [f"{u}/{n}" if ok else "–" for u, n, ok in
+                                          zip(table["unconverged"], table["runs"], table["ready"])],
                         "seeds_80pct": table["seeds_for_power"], "verdict": table["verdict"]})
     return out.reset_index(drop=True)
 
@@ -475,8 +521,8 @@ def decomposition_table(table: pd.DataFrame) -> pd.DataFrame:
     if primary.empty:
         return pd.DataFrame()
     steps = table[table["name"].str.startswith("step ") & (table["profile"] == primary.iloc[0]["profile"])]
-    if steps.empty:
-        return pd.DataFrame()
+    if steps.empty or not pd.concat([primary, steps])["ready"].astype(bool).all():
+        return pd.DataFrame()  # a sum of steps needs every step (and the total) estimated
     out = steps[["control", "treatment", "pairs", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "p_holm",
                  "verdict"]].copy()
     total = primary.iloc[0]
@@ -519,6 +565,8 @@ def localisation_comparisons(frame: pd.DataFrame, results_dir, flip_test: bool =
     comps = ([d["primary"]] if d["primary"] else []) + d["secondary"]
     rows = []
     for c in comps:
+        if _paired_seeds(frame, c, flip_test) < 2:
+            continue
         for metric in ("found_rate", "epe_found_px", "swap_rate", "pck_0.01", "epe_px"):
             r = compare_arms(frame, results_dir, c["control"], c["treatment"], metric, flip_test,
                              resamples=resamples)
@@ -615,6 +663,9 @@ def lowres_table(frame: pd.DataFrame, flip_test: bool = True) -> pd.DataFrame:
         row = {"model": model, "head": head, "codec": codec, "size": size, "pixels": group["pixels"].iloc[0],
                "baseline_AP": base["AP"].iloc[0] if len(base) else np.nan,
                "baseline_AP_ci": base["AP_ci"].iloc[0] if len(base) else np.nan}
+        if diff.empty:  # no alignment paired with the baseline yet (a study part-way through its runs)
+            rows.append(row)
+            continue
         same = (diff["model"] == model) & (diff["head"] == head) & (diff["codec"] == codec) & (diff["size"] == size)
         for _, d in diff[same].iterrows():
             row[f"{d['alignment']}_dAP"], row[f"{d['alignment']}_dAP_ci"] = d["d_AP"], d["d_AP_ci"]
@@ -1235,6 +1286,9 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
 
     for r in table.itertuples():
         label = "Primary" if r.role == "primary" else "Secondary"
+        if not r.ready:
+            lines.append(f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: {r.verdict}.")
+            continue
         p = p_text("p", r.p_t) if r.role == "primary" else p_text("Holm p", r.p_holm)
         power = (f" With this spread (SD {r.sd:.3f}), 80 % power for a difference this size at this level needs about "
                  f"{r.seeds_for_power} paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
@@ -1276,8 +1330,8 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
             lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}.")
     if prim:
         arms = sub[sub["arm"].isin([prim["control"], prim["treatment"]])]
-        if arms["abs_bias_floor_px"].notna().any():
-            b = arms.groupby("arm")[["abs_bias_px", "abs_bias_floor_px"]].mean()
+        b = arms.groupby("arm")[["abs_bias_px", "abs_bias_floor_px"]].mean()
+        if arms["abs_bias_floor_px"].notna().any() and {prim["control"], prim["treatment"]} <= set(b.index):
             lines.append(f"- **|bias|** (the length of each joint's mean signed error, averaged over joints; mean over "
                          f"seeds): `{_arm_label(prim['control'])}` {b.loc[prim['control'], 'abs_bias_px']:.2f} px, "
                          f"`{_arm_label(prim['treatment'])}` {b.loc[prim['treatment'], 'abs_bias_px']:.2f} px; an "
@@ -1448,10 +1502,11 @@ FLIP_TABLES = ("main", "low_resolution", "localisation", "localisation_compariso
 FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
     "06_accuracy_by_arm": lambda f, r, flip=True: accuracy_by_arm(f, flip),
-    "06_design": lambda f, r, flip=True: design_figure(cached_design_table(f, r)),  # the design's flip setting
+    "06_design": lambda f, r, flip=True: design_figure(ready(cached_design_table(f, r))),  # the design's flip setting
     "06_gain_by_epoch": lambda f, r, flip=True: gain_by_epoch_figure(design_gains(r)),  # learning curve: no flip
     "06_per_joint": lambda f, r, flip=True: per_joint_figure(r, flip),
-    "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, cached_design_table(f, r), flip),
+    "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, ready(cached_design_table(f, r)),
+                                                                              flip),
     "06_bias_fields": lambda f, r, flip=True: bias_fields(r, flip_test=flip),
     "06_flip_consistency": lambda f, r, flip=True: flip_consistency_figure(f),  # compares the two settings itself
     "06_learned_offsets": lambda f, r, flip=True: learned_offsets_figure(f, r),  # a property of the trained network
@@ -1526,6 +1581,7 @@ def readme_blocks(results_dir, tables_dir) -> dict:
     blocks["findings"] = findings(load_runs(results_dir), results_dir=results_dir)
     blocks["speed"] = speed_summary(results_dir)
     blocks["localise_check"] = data_check_summary(results_dir)
+    blocks["converged"] = converged_summary(results_dir)
     return blocks
 
 
@@ -1602,6 +1658,25 @@ def data_check_summary(results_dir) -> str:
                      f"keypoints, EPE on them {m['epe_found']:.2f} px (all keypoints {m['epe_mean']:.2f} px); swaps "
                      f"{100 * m['swap_rate']:.1f} % of keypoints, {100 * swap[far[:2]].mean():.1f} % of wrists; wrists "
                      f"and ankles carry {100 * epe[far].sum() / epe.sum():.0f} % of the summed per-joint error.")
+    return "\n".join(lines)
+
+
+CONVERGED = "converged"  # the converged study's folder, beside the study's results (profiles/cpu_converged.yaml)
+
+
+def converged_summary(results_dir) -> str:
+    """The converged study (``profiles/cpu_converged.yaml``, its own folder ``reports/converged`` beside
+    ``results_dir``'s) as far as its records go, as Markdown: its registered design and which of its runs exist, the
+    design table (comparisons still awaiting their runs say so) and its findings. Empty without a registered design
+    there."""
+    folder = Path(results_dir).parent / CONVERGED / "results"
+    if not design_records(folder):
+        return ""
+    lines = [design_markdown(folder)]
+    if records.run_record_paths(folder / "runs"):
+        frame = load_runs(folder)
+        table = design_summary(cached_design_table(frame, folder))
+        lines += [markdown(formatted(table, DIGITS)), "", design_findings(frame, folder)]
     return "\n".join(lines)
 
 
