@@ -217,3 +217,30 @@ def test_localise_tints_the_sides_apart_and_leaves_easy_as_it_was(tmp_path):
                 r, _, blue = pixels[int(round(y)), int(round(x))]
                 redder.append((r > blue) == left)
     assert np.mean(redder) > 0.8  # a limb drawn over another may hide a few
+
+
+def test_markers_put_each_joints_colour_on_its_keypoint_and_leave_easy_as_it_was(tmp_path):
+    """'markers' draws the same people as 'easy' (the markers take no random draw) with a disc of the joint's own
+    colour centred on every visible keypoint; 'easy' annotation files do not mention the new field."""
+    import cv2
+
+    easy, markers = tmp_path / "easy", tmp_path / "markers"
+    synthetic.generate(easy, train=6, val=2, seed=5, cfg=synthetic.synth_config("easy"), workers=1, progress=False)
+    synthetic.generate(markers, train=6, val=2, seed=5, cfg=synthetic.synth_config("markers"), workers=1,
+                       progress=False)
+    a = json.loads((easy / "annotations" / "person_keypoints_train.json").read_text())
+    b = json.loads((markers / "annotations" / "person_keypoints_train.json").read_text())
+    assert [x["bbox"] for x in a["annotations"]] == [x["bbox"] for x in b["annotations"]]
+    assert "joint_markers" not in a["info"]["config"] and b["info"]["config"]["joint_markers"] == 0.6
+    assert b["info"]["difficulty"] == "markers"
+    colours = np.asarray(synthetic.MARKER_COLOURS)
+    hits = []
+    for im, ann in zip(b["images"], b["annotations"]):
+        pixels = cv2.imread(str(markers / "images" / "train" / im["file_name"]))[..., ::-1].astype(float)  # RGB
+        k = np.asarray(ann["keypoints"]).reshape(17, 3)
+        for joint in range(5, 17):  # the body's joints (the face's markers are small and may overlap)
+            x, y, v = k[joint]
+            if v == 2:
+                nearest = np.argmin(np.abs(colours - pixels[int(round(y)), int(round(x))]).sum(1))
+                hits.append(nearest == joint)
+    assert len(hits) > 40 and np.mean(hits) > 0.9  # JPEG and a marker drawn over another may blur a few

@@ -1676,7 +1676,7 @@ def converged_summary(results_dir) -> str:
     if records.run_record_paths(folder / "runs"):
         frame = load_runs(folder)
         table = design_summary(cached_design_table(frame, folder))
-        lines += [markdown(formatted(table, DIGITS)), "", design_findings(frame, folder)]
+        lines += [markdown(formatted(table, DIGITS)).rstrip("\n"), "", design_findings(frame, folder)]
     return "\n".join(lines)
 
 

@@ -20,6 +20,7 @@ writes the same bytes however many processes run.
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import difflib
 import json
@@ -58,6 +59,7 @@ class SynthConfig:
     background: tuple[float, float] = (40.0, 220.0)  # range of the background's colour field (grey levels)
     pose_spread: float = 1.0  # scale of the random joint angles about the rest pose (< 1: calmer poses)
     side_tint: float = 0.0  # blend of the person's left limbs towards red and right limbs towards blue (0: none)
+    joint_markers: float = 0.0  # radius (in limb widths) of a disc of the joint's own colour at every joint (0: none)
 
     def __post_init__(self):
         if self.height < 32 or self.width < 32:
@@ -79,6 +81,13 @@ DIFFICULTIES = {
 # colour: the gross errors (swapped and lost wrists and ankles) that rule AP on 'easy' should give way to localisation
 # error, the error alignment acts on. Whether they do is measured (profiles/localise_check.yaml), not assumed.
 DIFFICULTIES["localise"] = {**DIFFICULTIES["easy"], "side_tint": 0.7}
+# 'markers': 'easy' with a small disc of the joint's own colour at every visible keypoint, centred on it exactly: which
+# joint is where is never in doubt, so what is left is where exactly its centre is (localisation, at sub-pixel scale),
+# the positive control in which alignment's effect has room to show. Trained without flip augmentation (a flip swaps
+# labels, not colours) and read without flip test; measured in profiles/localise_check.yaml.
+DIFFICULTIES["markers"] = {**DIFFICULTIES["easy"], "joint_markers": 0.6}
+# saturated, evenly spread hues, neighbouring joints (and left/right pairs) far apart on the colour wheel
+MARKER_COLOURS = tuple(tuple(255.0 * c for c in colorsys.hsv_to_rgb((7 * j % 17) / 17, 1.0, 1.0)) for j in range(17))
 SIDE_COLOURS = {"left": np.array([230.0, 40.0, 40.0], np.float32), "right": np.array([40.0, 60.0, 230.0], np.float32)}
 
 
@@ -323,7 +332,7 @@ def make_figure(rng, centre, height, tumble_prob: float = 0.1, pose_spread: floa
                 shirt=shirt, trousers=trousers, shirt_texture=stripes(rng), trouser_texture=stripes(rng))
 
 
-def draw_figure(scene: Scene, fig: dict, owner: int, side_tint: float = 0.0):
+def draw_figure(scene: Scene, fig: dict, owner: int, side_tint: float = 0.0, joint_markers: float = 0.0):
     k, w = fig["keypoints"].tolist(), fig["limb"]
     far_first = [(6, 8, 10), (12, 14, 16)] if fig["facing_back"] else [(5, 7, 9), (11, 13, 15)]
     near_last = [(5, 7, 9), (11, 13, 15)] if fig["facing_back"] else [(6, 8, 10), (12, 14, 16)]
@@ -367,6 +376,11 @@ def draw_figure(scene: Scene, fig: dict, owner: int, side_tint: float = 0.0):
         scene.disc(k[0], 0.16 * r, fig["skin"] * 0.7, owner)
     else:
         scene.disc(fig["head"], 0.85 * r, (40.0, 30.0, 25.0), owner)  # hair
+    if joint_markers:  # drawn last, over the figure; no random draw, so the people are the 'easy' ones
+        for j in range(17):
+            if j not in fig["hidden"]:  # the face's joints sit close together: their markers stay small
+                scene.disc(k[j], min(joint_markers * w, 0.2 * r) if j < 5 else joint_markers * w,
+                           MARKER_COLOURS[j], owner)
 
 
 # --- scenes -------------------------------------------------------------------------------------------------------
@@ -408,7 +422,7 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig):
         figures.append(make_figure(rng, centre, height, cfg.tumble_prob, cfg.pose_spread))
     order = list(range(1, n_people)) + [0]
     for pid in order:
-        draw_figure(scene, figures[pid], pid, cfg.side_tint)
+        draw_figure(scene, figures[pid], pid, cfg.side_tint, cfg.joint_markers)
     if rng.random() < cfg.occluder_prob:
         for _ in range(int(rng.integers(1, 3))):
             centre = figures[0]["keypoints"][int(rng.integers(17))] + rng.normal(0, 10, 2)
@@ -540,7 +554,7 @@ def _generate(out: Path, train: int, val: int, seed: int, cfg: SynthConfig, work
 
 # Fields added after a dataset version, left out of its annotation files while at their default: a dataset made
 # before they existed keeps its bytes, and so its data fingerprint and the runs trained on it.
-ADDED_FIELDS = {"side_tint": 0.0}
+ADDED_FIELDS = {"side_tint": 0.0, "joint_markers": 0.0}
 
 
 def recorded_config(cfg: SynthConfig) -> dict:
