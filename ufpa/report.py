@@ -1646,14 +1646,16 @@ def data_check_summary(results_dir) -> str:
     if not records.run_record_paths(check / "runs"):
         return ""
     lines = []
-    for _, rec in sorted(run_records(check), key=lambda r: (r[1]["config"]["data"], -r[1]["config"]["flip"])):
+    for _, rec in sorted(run_records(check), key=lambda r: (r[1]["config"]["data"], -r[1]["config"]["flip"],
+                                                             r[1]["config"]["head"] != "udp", r[1]["config"]["head"])):
         m, cfg = rec["results"]["no_flip"], rec["config"]
         if "swap_rate_per_joint" not in m:
             continue
         epe, swap = np.asarray(m["epe_per_joint"], float), np.asarray(m["swap_rate_per_joint"], float)
         far = [KEYPOINT_NAMES.index(n) for n in GROSS_ERROR_JOINTS]
         lines.append(f"- `{Path(cfg['data']).name}`, flip augmentation {cfg['flip']:g} ({cfg['alignment']} "
-                     f"{_size(cfg['input_size'])}, {cfg['epochs']} epochs, seed {cfg['seed']}): AP {m['AP']:.3f}; "
+                     f"{_size(cfg['input_size'])}, head {cfg['head']}, {cfg['epochs']} epochs, seed {cfg['seed']}): "
+                     f"AP {m['AP']:.3f}; "
                      f"found {100 * m['found_rate']:.1f} % of "
                      f"keypoints, EPE on them {m['epe_found']:.2f} px (all keypoints {m['epe_mean']:.2f} px); swaps "
                      f"{100 * m['swap_rate']:.1f} % of keypoints, {100 * swap[far[:2]].mean():.1f} % of wrists; wrists "
