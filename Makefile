@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-controls study-codecs study-learned study-converged sweep report test venv lint notebooks clean gpu-check
+.PHONY: study study-controls study-codecs study-learned study-converged study-markers sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -60,6 +60,12 @@ study-learned: $(STAMP)
 # Stop it between runs with the stop file it names; `make report PROFILE=profiles/cpu_converged.yaml` after.
 study-converged: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_converged.yaml --jobs $(JOBS) --keep
+
+# The converged study where localisation limits accuracy (issues 21, 22): 'markers' data, the official UFPA head (the
+# tiny preset's own head is an 8-channel bottleneck that loses wrists), 144 epochs, four arms, 7 seeds; about 10 h on
+# 2 cores, resumed seed by seed in reports/markers/. `make report PROFILE=profiles/cpu_markers.yaml` after.
+study-markers: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_markers.yaml --jobs $(JOBS) --keep
 
 # Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
 test: $(STAMP)

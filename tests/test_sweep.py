@@ -30,7 +30,7 @@ def test_profiles_expand_and_validate():
     smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
     assert len(smoke) == 2
     counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "cpu_learned": 21, "cpu_converged": 28,
-              "gpu": 63}
+              "cpu_markers": 28, "gpu": 63}
     for name, count in counts.items():
         doc = sweep.load_grid(ROOT / "profiles" / f"{name}.yaml")
         runs = sweep.expand(doc)
@@ -38,7 +38,8 @@ def test_profiles_expand_and_validate():
         if name != "pilot":  # the study's profiles name their comparisons before they run
             design = sweep.check_design(doc, runs)
             assert {s for c in runs for s in [c.seed]} == set(range(7)), "seeds sized by the pilot: at least 7"
-            assert design["metric"] == "AP" and design["flip_test"] is True
+            # markers: a flip swaps the labels and not the joints' colours, so that design reads AP without it
+            assert design["metric"] == "AP" and design["flip_test"] is (name != "cpu_markers")
     cpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
     want = {("baseline", "", (96, 64)), ("ufpa", "zeros", (96, 64)), ("ufpa", "", (96, 64))}
     assert {(c.alignment, c.padding, c.input_size) for c in cpu} == want
