@@ -55,9 +55,9 @@ study-codecs: $(STAMP)
 study-learned: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_learned.yaml --jobs $(JOBS)
 
-# The converged study (issues 21, 22): cpu.yaml's design and the learned arm at 144 epochs, where the baseline's val
-# AP plateaus; 28 runs, about 10 h on 2 cores, so it resumes seed by seed (--keep) in its own reports/converged/.
-# Stop it between runs with the stop file it names; `make report PROFILE=profiles/cpu_converged.yaml` after.
+# The first converged design (issues 21, 22): cpu.yaml's design and the learned arm at 144 epochs, where the
+# baseline's val AP plateaus, in reports/converged/. Stopped after seed 0 (see the profile: the preset's head is a
+# bottleneck); kept so that its registration and records can be checked. Stop a sweep with the stop file it names.
 study-converged: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_converged.yaml --jobs $(JOBS) --keep
 

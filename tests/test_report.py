@@ -592,7 +592,7 @@ def test_the_converged_study_is_summarised_from_its_own_folder(tmp_path):
     records go; nothing is said where it has no registered design."""
     study = tmp_path / "reports" / "results"
     study.mkdir(parents=True)
-    assert report.converged_summary(study) == ""
+    assert report.converged_summary(study) == "" and report.converged_summary(study, report.MARKERS) == ""
     folder = tmp_path / "reports" / report.CONVERGED / "results"
     register(folder, {"metric": "AP", "flip_test": True, "level": 0.95,
                       "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},

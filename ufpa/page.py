@@ -126,12 +126,19 @@ been run unless its records appear in its own folder, `reports/gpu/`.
 
 
 def _converged(results_dir) -> str:
-    text = report.converged_summary(results_dir)
-    if not text:
-        return ""
-    return ("**The converged study** (`profiles/cpu_converged.yaml`, `reports/converged/`: the same design at 144 "
-            "epochs, where the baseline's val AP plateaus, with the learned aligner as a fourth arm; it runs over "
-            f"several sessions, and this is what its records say so far):\n\n{text}\n")
+    out = []
+    markers = report.converged_summary(results_dir, report.MARKERS)
+    if markers:
+        out.append("**The converged study where localisation limits accuracy** (`profiles/cpu_markers.yaml`, "
+                   "`reports/markers/`: 'markers' data, where each joint wears its own colour, the official UFPA head, "
+                   "144 epochs, the learned aligner as a fourth arm, AP without flip test; it runs over several "
+                   f"sessions, and this is what its records say so far):\n\n{markers}\n")
+    converged = report.converged_summary(results_dir, report.CONVERGED)
+    if converged:
+        out.append("**The first converged design** (`profiles/cpu_converged.yaml`, `reports/converged/`: the design "
+                   "above at 144 epochs; stopped after seed 0 when the head-width check showed that the tiny preset's "
+                   f"8-channel head loses the wrists whatever the data):\n\n{converged}\n")
+    return "\n".join(out)
 
 
 def build_page(notebook_paths, out_html, results_dir) -> Path:

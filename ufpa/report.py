@@ -1581,7 +1581,8 @@ def readme_blocks(results_dir, tables_dir) -> dict:
     blocks["findings"] = findings(load_runs(results_dir), results_dir=results_dir)
     blocks["speed"] = speed_summary(results_dir)
     blocks["localise_check"] = data_check_summary(results_dir)
-    blocks["converged"] = converged_summary(results_dir)
+    blocks["converged"] = converged_summary(results_dir, CONVERGED)
+    blocks["markers"] = converged_summary(results_dir, MARKERS)
     return blocks
 
 
@@ -1663,15 +1664,17 @@ def data_check_summary(results_dir) -> str:
     return "\n".join(lines)
 
 
-CONVERGED = "converged"  # the converged study's folder, beside the study's results (profiles/cpu_converged.yaml)
+# The converged studies' folders, beside the study's results: cpu_converged.yaml (easy, the preset's head; stopped
+# after seed 0) and cpu_markers.yaml (markers, the official head)
+CONVERGED, MARKERS = "converged", "markers"
 
 
-def converged_summary(results_dir) -> str:
-    """The converged study (``profiles/cpu_converged.yaml``, its own folder ``reports/converged`` beside
-    ``results_dir``'s) as far as its records go, as Markdown: its registered design and which of its runs exist, the
-    design table (comparisons still awaiting their runs say so) and its findings. Empty without a registered design
-    there."""
-    folder = Path(results_dir).parent / CONVERGED / "results"
+def converged_summary(results_dir, study: str = CONVERGED) -> str:
+    """A converged study (``profiles/cpu_converged.yaml`` or ``cpu_markers.yaml``, in its own folder
+    ``reports/<study>`` beside ``results_dir``'s) as far as its records go, as Markdown: its registered design and which
+    of its runs exist, the design table (comparisons still awaiting their runs say so) and its findings. Empty without
+    a registered design there."""
+    folder = Path(results_dir).parent / study / "results"
     if not design_records(folder):
         return ""
     lines = [design_markdown(folder)]
