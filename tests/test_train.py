@@ -38,6 +38,9 @@ def test_overrides_are_typed_and_unknown_keys_named():
     cfg = config.from_overrides(train.TrainConfig(), ["epochs=3", "input_size=[64,64]", "lr=1e-3", "bf16=True",
                                                       "device=cpu"])
     assert cfg.epochs == 3 and cfg.input_size == (64, 64) and cfg.lr == 1e-3 and cfg.bf16 is True
+    shell = config.from_overrides(train.TrainConfig(), ["channels_last=true", "fused=False", "input_size=(64, 48)"])
+    assert shell.channels_last is True and shell.fused is False and shell.input_size == (64, 48)
+    assert config.parse_value("[baseline,ufpa:zeros, 3]") == ["baseline", "ufpa:zeros", 3]  # bare words in a list
     with pytest.raises(ValueError, match="unknown TrainConfig key 'epoch'.*did you mean 'epochs'.*valid keys"):
         config.from_overrides(train.TrainConfig(), ["epoch=3"])
     for bad, msg in (("batch_size=yes", "expected an integer"), ("bf16=yes", "expected True or False"),

@@ -47,6 +47,8 @@ def _coerce(name: str, value, tp):
     if tp is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):  # the shell's spelling of a flag
+            return value.lower() == "true"
         raise ValueError(f"{name}={value!r}: expected True or False")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -66,10 +68,14 @@ def _coerce(name: str, value, tp):
 
 
 def parse_value(raw: str):
-    """A command-line value: a Python literal if it is one, else the bare string."""
+    """A command-line value: a Python literal if it is one, a list of values if it is bracketed (bare words in it
+    are strings: ``variants=[baseline,ufpa:zeros]``), else the bare string."""
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
+        text = raw.strip()
+        if len(text) >= 2 and text[0] + text[-1] in ("[]", "()"):
+            return [parse_value(item.strip()) for item in text[1:-1].split(",") if item.strip()]
         return raw
 
 
