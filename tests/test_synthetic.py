@@ -193,23 +193,32 @@ def test_scene_rejects_an_image_it_cannot_blend_into():
         scene.render(np.zeros((6, 8, 3), np.float32))
 
 
+def _beside_easy(tmp_path, difficulty: str, train: int, seed: int):
+    """The train annotations of 'easy' and of ``difficulty`` made with one seed, and the latter's folder."""
+    out = {}
+    for name in ("easy", difficulty):
+        synthetic.generate(tmp_path / name, train=train, val=2, seed=seed, cfg=synthetic.synth_config(name),
+                           workers=1, progress=False)
+        out[name] = json.loads((tmp_path / name / "annotations" / "person_keypoints_train.json").read_text())
+    return out["easy"], out[difficulty], tmp_path / difficulty
+
+
+def _rgb(folder, image: dict) -> np.ndarray:
+    import cv2
+
+    return cv2.imread(str(folder / "images" / "train" / image["file_name"]))[..., ::-1].astype(float)
+
+
 def test_localise_tints_the_sides_apart_and_leaves_easy_as_it_was(tmp_path):
     """'localise' draws the same people as 'easy' (the tint takes no random draw) with the person's left limbs red
     and right limbs blue; 'easy' annotation files do not mention the new field, so they keep their bytes."""
-    import cv2
-
-    easy, localise = tmp_path / "easy", tmp_path / "localise"
-    synthetic.generate(easy, train=8, val=2, seed=3, cfg=synthetic.synth_config("easy"), workers=1, progress=False)
-    synthetic.generate(localise, train=8, val=2, seed=3, cfg=synthetic.synth_config("localise"), workers=1,
-                       progress=False)
-    a = json.loads((easy / "annotations" / "person_keypoints_train.json").read_text())
-    b = json.loads((localise / "annotations" / "person_keypoints_train.json").read_text())
+    a, b, localise = _beside_easy(tmp_path, "localise", train=8, seed=3)
     assert [x["keypoints"] for x in a["annotations"]] == [x["keypoints"] for x in b["annotations"]]
     assert "side_tint" not in a["info"]["config"] and b["info"]["config"]["side_tint"] == 0.7
     assert b["info"]["difficulty"] == "localise"
     redder = []
     for im, ann in zip(b["images"], b["annotations"]):
-        pixels = cv2.imread(str(localise / "images" / "train" / im["file_name"]))[..., ::-1].astype(float)  # RGB
+        pixels = _rgb(localise, im)
         k = np.asarray(ann["keypoints"]).reshape(17, 3)
         for joint, left in ((9, True), (10, False), (15, True), (16, False)):  # wrists and ankles
             x, y, v = k[joint]
@@ -222,21 +231,14 @@ def test_localise_tints_the_sides_apart_and_leaves_easy_as_it_was(tmp_path):
 def test_markers_put_each_joints_colour_on_its_keypoint_and_leave_easy_as_it_was(tmp_path):
     """'markers' draws the same people as 'easy' (the markers take no random draw) with a disc of the joint's own
     colour centred on every visible keypoint; 'easy' annotation files do not mention the new field."""
-    import cv2
-
-    easy, markers = tmp_path / "easy", tmp_path / "markers"
-    synthetic.generate(easy, train=6, val=2, seed=5, cfg=synthetic.synth_config("easy"), workers=1, progress=False)
-    synthetic.generate(markers, train=6, val=2, seed=5, cfg=synthetic.synth_config("markers"), workers=1,
-                       progress=False)
-    a = json.loads((easy / "annotations" / "person_keypoints_train.json").read_text())
-    b = json.loads((markers / "annotations" / "person_keypoints_train.json").read_text())
+    a, b, markers = _beside_easy(tmp_path, "markers", train=6, seed=5)
     assert [x["bbox"] for x in a["annotations"]] == [x["bbox"] for x in b["annotations"]]
     assert "joint_markers" not in a["info"]["config"] and b["info"]["config"]["joint_markers"] == 0.6
     assert b["info"]["difficulty"] == "markers"
     colours = np.asarray(synthetic.MARKER_COLOURS)
     hits = []
     for im, ann in zip(b["images"], b["annotations"]):
-        pixels = cv2.imread(str(markers / "images" / "train" / im["file_name"]))[..., ::-1].astype(float)  # RGB
+        pixels = _rgb(markers, im)
         k = np.asarray(ann["keypoints"]).reshape(17, 3)
         for joint in range(5, 17):  # the body's joints (the face's markers are small and may overlap)
             x, y, v = k[joint]
