@@ -607,6 +607,11 @@ def test_the_converged_study_is_summarised_from_its_own_folder(tmp_path):
         fake_record(folder, "ufpa", (96, 64), seed, 0.52 + 0.01 * seed)
     report._DESIGN_CACHE.clear()
     text = report.converged_summary(study)
-    assert "| primary | ufpa 97x65 vs baseline 96x64 | 0.950 | 3 |" in text
+    assert "| primary | ufpa 97x65 vs baseline 96x64 | 0.950 | 3 |" in text and "With training" in text
     assert "**Secondary: `ufpa_any 96x64` vs `baseline 96x64`**: awaiting runs: baseline 96x64 3, ufpa_any 96x64 0" \
         in text
+    for path in (folder / "runs").glob("*-s[12]-*.json"):
+        path.unlink()  # one paired seed left: no estimate, and no sentence about the gain's course either
+    report._DESIGN_CACHE.clear()
+    text = report.converged_summary(study)
+    assert "**Primary: `ufpa 97x65` vs `baseline 96x64`**: awaiting runs" in text and "With training" not in text

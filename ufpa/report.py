@@ -1307,7 +1307,8 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
         lines.append(f"- **Decomposition** of the primary's {total['diff']:+.3f}: {pieces}. The steps chain, so "
                      "they sum to the total exactly; each step's verdict is in the design table.")
     gains = design_gains(results_dir)
-    if prim and len(gains):
+    primary_ready = bool(len(table)) and bool(table[table["role"] == "primary"]["ready"].all())
+    if prim and len(gains) and primary_ready:  # one paired seed has no interval: no sentence about its course
         g = gains[(gains["control"] == prim["control"]) & (gains["treatment"] == prim["treatment"])]
         if len(g) > 1:
             first, last = g.iloc[0], g.iloc[-1]
