@@ -615,3 +615,17 @@ def test_the_converged_study_is_summarised_from_its_own_folder(tmp_path):
     report._DESIGN_CACHE.clear()
     text = report.converged_summary(study)
     assert "**Primary: `ufpa 97x65` vs `baseline 96x64`**: awaiting runs" in text and "With training" not in text
+
+
+@pytest.mark.parametrize("extremity_px, reading", [(12.0, "AP measures detection here"),
+                                                   (1.5, "localisation, not detection, limits accuracy here")])
+def test_where_the_error_is_reads_gross_misses_apart_from_localisation(tmp_path, extremity_px, reading):
+    folder = tmp_path / "results"
+    for seed in range(2):
+        path = fake_record(folder, "baseline", (96, 64), seed, 0.5)
+        epe = [1.0] * 17
+        epe[9] = epe[10] = epe[15] = epe[16] = extremity_px
+        _edit(path, lambda r, epe=epe: r["results"]["flip"].update(epe_per_joint=epe,
+                                                                   swap_rate_per_joint=[0.01] * 17))
+    text = report._gross_error_share(folder, "baseline 96x64 udp", True)
+    assert f"mean {extremity_px:.1f} px, against 1.0 px at shoulders and hips" in text and reading in text
