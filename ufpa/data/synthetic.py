@@ -84,7 +84,7 @@ DIFFICULTIES["localise"] = {**DIFFICULTIES["easy"], "side_tint": 0.7}
 # 'markers': 'easy' with a small disc of the joint's own colour at every visible keypoint, centred on it exactly: which
 # joint is where is never in doubt, so what is left is where exactly its centre is (localisation, at sub-pixel scale),
 # the positive control in which alignment's effect has room to show. Trained without flip augmentation (a flip swaps
-# labels, not colours) and read without flip test; measured in profiles/localise_check.yaml.
+# labels, not colours) and read without flip test; measured in profiles/markers_check.yaml.
 DIFFICULTIES["markers"] = {**DIFFICULTIES["easy"], "joint_markers": 0.6}
 # saturated, evenly spread hues, neighbouring joints (and left/right pairs) far apart on the colour wheel
 MARKER_COLOURS = tuple(tuple(255.0 * c for c in colorsys.hsv_to_rgb((7 * j % 17) / 17, 1.0, 1.0)) for j in range(17))
