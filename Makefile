@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-controls study-codecs study-learned study-converged study-markers sweep report test venv lint notebooks clean gpu-check
+.PHONY: study study-controls study-codecs study-learned study-converged study-markers study-markers-controls sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -66,6 +66,11 @@ study-converged: $(STAMP)
 # 2 cores, resumed seed by seed in reports/markers/. `make report PROFILE=profiles/cpu_markers.yaml` after.
 study-markers: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_markers.yaml --jobs $(JOBS) --keep
+
+# The controls that split ufpa's change in that setting (issue 21): bilinear, bilinear_corners, ufpa_any at 96x64
+# and 97x65, beside the markers study's baseline and zero-padding runs; about 10 h on 2 cores after the markers study.
+study-markers-controls: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_markers_controls.yaml --jobs $(JOBS) --keep
 
 # Unit tests, then nbval (strict) on the committed notebooks; nbval writes its figures and records to a temp dir.
 test: $(STAMP)
