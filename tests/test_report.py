@@ -629,3 +629,13 @@ def test_where_the_error_is_reads_gross_misses_apart_from_localisation(tmp_path,
                                                                    swap_rate_per_joint=[0.01] * 17))
     text = report._gross_error_share(folder, "baseline 96x64 udp", True)
     assert f"mean {extremity_px:.1f} px, against 1.0 px at shoulders and hips" in text and reading in text
+
+
+def test_a_folder_shows_its_design_flip_setting(results):
+    """Tables and figures of a folder show the flip setting its design registered (markers: without flip test, which
+    swaps the labels and not the colours); without a design, flip test on, as the paper reports."""
+    assert report.shown_flip_test(results) is True  # nothing registered
+    register(results, {**DESIGN, "flip_test": False})
+    assert report.shown_flip_test(results) is False
+    assert report.shown_flip_test(ROOT / "reports" / "markers" / "results") is False
+    assert report.shown_flip_test(ROOT / "reports" / "results") is True

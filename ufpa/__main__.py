@@ -219,7 +219,8 @@ def _report(args) -> int:
 
     root = sweep.reports_folder(sweep.load_grid(args.profile))  # the profile's own folder, never another's
     if args.tables_only:  # tables and figures from the records, no notebooks (seconds)
-        shown = report.render_all(root / "results", root / "tables", root / "figures")
+        shown = report.render_all(root / "results", root / "tables", root / "figures",
+                                  flip_test=report.shown_flip_test(root / "results"))
         if report.is_study_folder(root / "results"):
             changed = report.update_readme(records.REPO_ROOT / "README.md", root / "results", root / "tables")
             readme = "updated" if changed else "already up to date"

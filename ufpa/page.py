@@ -76,7 +76,8 @@ def execute_notebooks(profile, reports_root=None, progress: bool = False) -> lis
         raise FileNotFoundError(f"the page shows run {sweep.run_id(cfg)}, which has neither a checkpoint here "
                                 f"({done} is missing) nor an executed notebook 05 ({shown}): run `make study` first")
     pm.execute_notebook(str(nb / "06_figures_and_tables.ipynb"), str(out / "06_figures_and_tables.ipynb"),
-                        parameters={"results": str(root / "results"), "reports": str(root)}, cwd=str(nb),
+                        parameters={"results": str(root / "results"), "reports": str(root),
+                                    "flip_test": report.shown_flip_test(root / "results")}, cwd=str(nb),
                         progress_bar=progress, kernel_name="python3")
     return [out / "05_train.ipynb", out / "06_figures_and_tables.ipynb"]
 

@@ -289,6 +289,14 @@ def design(results_dir) -> dict | None:
                             "git_commit": r["provenance"]["git_commit"][:10]} for r in recs]}
 
 
+def shown_flip_test(results_dir) -> bool:
+    """The flip setting a folder's tables and figures show: its registered design's (on markers data a flip swaps the
+    labels and not the joints' colours, so that design reads every metric without it), else flip test on, as the
+    paper reports."""
+    d = design(results_dir)
+    return True if d is None else bool(d["flip_test"])
+
+
 def design_markdown(results_dir) -> str:
     """The registered design as the page states it (Markdown): when and at which commit each profile registered it,
     the primary comparison, the secondary family, and for each registered arm how many of its runs have records here
