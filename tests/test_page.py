@@ -167,3 +167,19 @@ def test_the_committed_page_works_offline():
     """reports/study.html as committed: nothing loaded from outside it, no formula left as TeX."""
     problems, formulas = page.page_problems((ROOT / "reports" / "study.html").read_text())
     assert problems == [] and formulas > 50
+
+
+def test_the_page_shows_the_converged_studys_figures(tmp_path):
+    """After the narrative: each drawn figure of reports/markers/figures with its caption (the learned offsets against
+    the geometry among them); nothing where a folder has none."""
+    import base64
+
+    cells = page.study_figure_cells(ROOT / "reports" / "results")
+    figures = ROOT / "reports" / "markers" / "figures"
+    drawn = [stem for stem in page.MARKERS_FIGURES if (figures / f"{stem}.png").is_file()]
+    assert "06_learned_offsets" in drawn and len(cells) == 2 * len(drawn)
+    for caption, figure, stem in zip(cells[::2], cells[1::2], drawn):
+        assert f"reports/markers/figures/{stem}.png" in caption.source
+        png = base64.b64decode(figure.outputs[0]["data"]["image/png"])
+        assert png == (figures / f"{stem}.png").read_bytes()
+    assert page.study_figure_cells(tmp_path / "results") == []

@@ -437,6 +437,10 @@ def test_a_design_part_way_through_its_runs_reports_what_it_has_and_waits_for_th
     report._DESIGN_CACHE.clear()
     assert report.decomposition_table(report.design_table(frame, results, resamples=10)).empty
     report.render_all(results, tmp_path / "tables", tmp_path / "figures")
+    waiting = report.design_table(frame, results, resamples=10).assign(ready=False)  # no comparison estimated yet
+    message = report.design_figure(waiting).axes[0].texts[0].get_text()
+    assert f"none of the {len(waiting)} registered comparisons has two paired seeds yet" in message
+    assert "no registered design" in report.design_figure(waiting.iloc[:0]).axes[0].texts[0].get_text()
 
 
 def test_no_claim_from_runs_that_had_not_plateaued(tmp_path):

@@ -142,12 +142,44 @@ def _converged(results_dir) -> str:
     return "\n".join(out)
 
 
+# the converged markers study's figures the page shows after the narrative (drawn in reports/markers/figures/ by
+# `python -m ufpa report --tables-only --profile profiles/cpu_markers.yaml`): file stem -> what it shows
+MARKERS_FIGURES = {
+    "06_design": "its registered comparisons that have an estimate (two paired seeds or more)",
+    "06_learning_curves": "its learning curves and the learning rate",
+    "06_per_joint": "per joint: end-point error on found keypoints, and how often a joint lies nearer its partner's "
+                    "truth",
+    "06_learned_offsets": "what the learned aligner learned at each fusion point, against the correction the geometry "
+                          "asks for",
+}
+
+
+def study_figure_cells(results_dir, study: str = report.MARKERS) -> list:
+    """Cells showing a converged study's figures (``MARKERS_FIGURES``, those drawn in ``reports/<study>/figures``
+    beside ``results_dir``'s folder): a caption, then the figure as an output, so it is laid out as the notebooks'
+    figures are. Empty when none is drawn."""
+    import nbformat
+
+    folder = Path(results_dir).parent / study / "figures"
+    cells = []
+    for stem, what in MARKERS_FIGURES.items():
+        path = folder / f"{stem}.png"
+        if not path.is_file():
+            continue
+        caption = f"*The {study} study: {what}* (`reports/{study}/figures/{stem}.png`)"
+        cells.append(nbformat.v4.new_markdown_cell(caption))
+        image = base64.b64encode(path.read_bytes()).decode("ascii")
+        cells.append(nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", {"image/png": image})]))
+    return cells
+
+
 def build_page(notebook_paths, out_html, results_dir) -> Path:
-    """One HTML page: the narrative, a table of contents, then each executed notebook with its inputs hidden."""
+    """One HTML page: the narrative and the converged study's figures, a table of contents, then each executed
+    notebook with its inputs hidden."""
     import nbformat
 
     page = nbformat.v4.new_notebook()
-    cells = [nbformat.v4.new_markdown_cell(narrative(results_dir))]
+    cells = [nbformat.v4.new_markdown_cell(narrative(results_dir)), *study_figure_cells(results_dir)]
     toc = ["## Contents", ""]
     body = []
     for i, path in enumerate(notebook_paths):

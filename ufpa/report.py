@@ -891,13 +891,18 @@ def accuracy_by_arm(frame: pd.DataFrame, flip_test: bool = True, path=None):
 
 
 @_styled
-def design_figure(table: pd.DataFrame, path=None):
-    """The registered comparisons as a forest plot, one row each (names on the left, so any number of them reads):
-    each seed's paired difference (dots), the mean with its (corrected) interval over seeds (diamond) and the
-    hierarchical bootstrap over seeds and images (thin bar below it)."""
+def design_figure(design_rows: pd.DataFrame, path=None):
+    """The registered comparisons with an estimate (``design_table``'s ready rows) as a forest plot, one row each
+    (names on the left, so any number of them reads): each seed's paired difference (dots), the mean with its
+    (corrected) interval over seeds (diamond) and the hierarchical bootstrap over seeds and images (thin bar below
+    it)."""
+    table = ready(design_rows)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * max(len(table), 1)), constrained_layout=True)
     if table.empty:
-        ax.text(0.5, 0.5, "no registered design in these records", ha="center", transform=ax.transAxes)
+        message = ("no registered design in these records" if design_rows.empty else
+                   f"none of the {len(design_rows)} registered comparisons has two paired seeds yet "
+                   "(the design table says which runs each awaits)")
+        ax.text(0.5, 0.5, message, ha="center", transform=ax.transAxes)
         ax.set_axis_off()
         return _save(fig, path)
     rng = np.random.default_rng(0)  # jitter only
@@ -1518,7 +1523,7 @@ FLIP_TABLES = ("main", "low_resolution", "localisation", "localisation_compariso
 FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
     "06_accuracy_by_arm": lambda f, r, flip=True: accuracy_by_arm(f, flip),
-    "06_design": lambda f, r, flip=True: design_figure(ready(cached_design_table(f, r))),  # the design's flip setting
+    "06_design": lambda f, r, flip=True: design_figure(cached_design_table(f, r)),  # the design's flip setting
     "06_gain_by_epoch": lambda f, r, flip=True: gain_by_epoch_figure(design_gains(r)),  # learning curve: no flip
     "06_per_joint": lambda f, r, flip=True: per_joint_figure(r, flip),
     "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, ready(cached_design_table(f, r)),
