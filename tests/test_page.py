@@ -183,3 +183,5 @@ def test_the_page_shows_the_converged_studys_figures(tmp_path):
         png = base64.b64decode(figure.outputs[0]["data"]["image/png"])
         assert png == (figures / f"{stem}.png").read_bytes()
     assert page.study_figure_cells(tmp_path / "results") == []
+    committed = (ROOT / "reports" / "study.html").read_text()
+    assert all(f"reports/markers/figures/{stem}.png" in committed for stem in drawn), "make report rebuilds the page"
