@@ -1331,7 +1331,8 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
             lines.append(f"- **With training** (val AP, no flip, mean ± 95 % CI over {int(last['pairs'])} paired "
                          f"seeds): the primary's paired gain was {pm(first)} at epoch {first['epoch']}, largest "
                          f"{pm(peak)} at epoch {peak['epoch']}, and {pm(last)} at the end (epoch {last['epoch']}): "
-                         "learning faster is a result of its own, apart from ending higher.")
+                         "how fast an arm learns is a result of its own, apart from where it ends (the "
+                         "verdict above).")
     loc = localisation_comparisons(frame, results_dir, d["flip_test"], resamples=500)
     if prim and len(loc):
         lp = loc[(loc["control"] == prim["control"]) & (loc["treatment"] == prim["treatment"])]
