@@ -588,6 +588,12 @@ def test_learned_offsets_are_read_against_the_geometry_over_seeds(tmp_path):
     assert np.allclose(inner["learned_mean_px"], 0.75 * inner["correction_mean_px"], atol=1e-3)
     fig = report.learned_offsets_figure(frame, folder, path=tmp_path / "offsets.png")
     assert (tmp_path / "offsets.png").stat().st_size > 5000 and len(fig.axes) == 2 * inner["fusion point"].nunique()
+    pooled = report.learned_shift_removed(frame, folder).set_index(["seed", "region"])
+    assert pooled.loc[(0, "interior"), "removed"] == pytest.approx(1, abs=1e-3)  # all of the correction
+    assert pooled.loc[(1, "interior"), "removed"] == pytest.approx(0.5, abs=1e-3)  # half of it
+    (line,) = report.learned_findings(frame, folder)
+    assert "2 seeds" in line and "interior: RMS shift" in line and "75 % removed (seeds 50 to 100 %)" in line
+    assert report.learned_findings(frame[frame["alignment"] != "learned"], folder) == []
     last.with_suffix(".offsets.json").write_text("{}")
     with pytest.raises(ValueError, match="is not the offsets file of the record"):
         report.learned_offsets_table(frame, folder)

@@ -1355,7 +1355,44 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     errors = _gross_error_share(results_dir, prim["control"] if prim else None, d["flip_test"])
     if errors:
         lines.append(errors)
+    lines += learned_findings(frame, results_dir)
     return "\n".join(lines) + "\n"
+
+
+def learned_shift_removed(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """Per learned run and region (interior, border): the RMS shift the geometry predicts at zero offset and the RMS
+    left after the learned offsets, pooled over every fusion point and axis (each weighted by its outputs), in input
+    px, and the share removed."""
+    rows = []
+    for run in learned_offsets(frame, results_dir):
+        data = pd.DataFrame(run["summary"])
+        for region, g in data.groupby("region", sort=False):
+            w = g["outputs"].to_numpy(float)
+            before = float(np.sqrt((w * g["rms_shift_px"] ** 2).sum() / w.sum()))
+            after = float(np.sqrt((w * g["rms_residual_px"] ** 2).sum() / w.sum()))
+            rows.append({"arm": run["arm"], "seed": run["seed"], "region": region, "rms_shift_px": before,
+                         "rms_residual_px": after, "removed": 1 - after / before if before > 0 else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def learned_findings(frame: pd.DataFrame, results_dir) -> list[str]:
+    """What each learned arm's samplers learned against the geometry, pooled over fusion points (one line per arm;
+    none without learned runs): a description of the trained networks, not an estimate of an effect."""
+    table = learned_shift_removed(frame, results_dir)
+    lines = []
+    for arm, g in table.groupby("arm", sort=False) if len(table) else ():
+        parts = []
+        for region in ("interior", "border"):
+            r = g[g["region"] == region]
+            if len(r):
+                parts.append(f"{region}: RMS shift {r['rms_shift_px'].mean():.2f} → {r['rms_residual_px'].mean():.2f} "
+                             f"px, {100 * r['removed'].mean():.0f} % removed (seeds {100 * r['removed'].min():.0f} "
+                             f"to {100 * r['removed'].max():.0f} %)")
+        lines.append(f"- **What the learned aligner learned** (`{_arm_label(arm)}`, {g['seed'].nunique()} seeds; "
+                     "the shift the geometry predicts for its nearest upsampling, pooled over every fusion point and "
+                     f"axis, input px): {'; '.join(parts)}. Per fusion point: table `learned_offsets` and figure "
+                     "`06_learned_offsets`.")
+    return lines
 
 
 # Where the CPU study's gross errors sit (wrists first: the findings read the first two as the wrists).
