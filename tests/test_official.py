@@ -256,36 +256,3 @@ def test_training_config_pairs_it_with_the_udp_codec():
                          (dict(model="simplebaseline_r18"), "only HRNet builds it")):
         with pytest.raises(ValueError, match=msg):
             train.validate(train.TrainConfig(**{**vars(cfg), **changes}))
-
-
-# --- 'wide_heatmap': the same widened fusion, read by a heatmap conv (the codec axis at the official width) --------
-
-@pytest.mark.parametrize("alignment", ALIGNMENTS)
-def test_the_wide_heatmap_head_differs_from_the_official_head_only_in_its_output_channels(alignment):
-    size = (129, 97) if alignment == "ufpa" else (128, 96)
-    wide = create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head="wide_heatmap", input_size=size)
-    ufpa_head = create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head="ufpa_official",
-                             input_size=size)
-    shapes = {name: p.shape for name, p in wide.named_parameters() if not name.startswith("head.")}
-    assert shapes == {name: p.shape for name, p in ufpa_head.named_parameters() if not name.startswith("head.")}
-    widened = UFPAOfficialHead.widen * wide.spec.widths[0]
-    assert wide.head.conv.in_channels == widened
-    # the official head has 3K outputs, this one K: 2K fewer rows of (widened + 1 bias) weights
-    n = sum(p.numel() for p in ufpa_head.parameters()) - sum(p.numel() for p in wide.parameters())
-    assert n == 2 * 5 * (widened + 1)
-    y = wide(torch.randn(2, 3, *size))
-    assert y.shape == (2, 5, *wide.output_size())
-    heatmap = create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head="heatmap", input_size=size)
-    assert repr(wide.output_position_map()) == repr(heatmap.output_position_map())
-
-
-def test_training_config_pairs_the_wide_heatmap_head_with_the_heatmap_codecs():
-    for codec in ("msra", "dark"):
-        cfg = train.TrainConfig(model="hrnet_w8_tiny", head="wide_heatmap", codec=codec)
-        train.validate(cfg)
-        model, _, _, _ = train.build(cfg, datasets=False)
-        assert model.head.conv.out_channels == K
-    with pytest.raises(ValueError, match="the udp codec needs head='udp'"):
-        train.validate(train.TrainConfig(model="hrnet_w8_tiny", head="wide_heatmap", codec="udp"))
-    with pytest.raises(ValueError, match="only HRNet builds it"):
-        create_model("simplebaseline_r18", head="wide_heatmap")

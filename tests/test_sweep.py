@@ -30,7 +30,7 @@ def test_profiles_expand_and_validate():
     smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
     assert len(smoke) == 2
     counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "cpu_learned": 21, "cpu_converged": 28,
-              "cpu_markers": 28, "cpu_markers_controls": 42, "cpu_markers_codecs": 42, "gpu": 63}
+              "cpu_markers": 28, "cpu_markers_controls": 42, "gpu": 63}
     for name, count in counts.items():
         doc = sweep.load_grid(ROOT / "profiles" / f"{name}.yaml")
         runs = sweep.expand(doc)
@@ -50,14 +50,9 @@ def test_profiles_expand_and_validate():
     converged = sweep.load_grid(ROOT / "profiles" / "cpu_converged.yaml")
     assert {c.epochs for c in sweep.expand(converged)} == {144}, "the length the convergence check measured"
     assert sweep.reports_folder(converged) != sweep.reports_folder(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
-    markers = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers.yaml"))
+    markers = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers.yaml"))}
     controls = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers_controls.yaml"))}
-    assert len(controls & {sweep.run_id(c) for c in markers}) == 14, "its baseline and zero padding: markers' runs"
-    codecs = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers_codecs.yaml"))
-    assert {sweep.run_id(c) for c in codecs if c.codec == "udp"} == {
-        sweep.run_id(c) for c in markers if c.alignment in ("baseline", "ufpa") and not c.padding
-    }, "its udp arm is the markers study's runs (skipped when finished)"
-    assert {c.head for c in codecs if c.codec != "udp"} == {"wide_heatmap"}
+    assert len(controls & markers) == 14, "the baseline and zero-padding runs are the markers study's (skipped)"
 
 
 def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):

@@ -11,7 +11,7 @@ from ._registry import (
                         register_model,
                         run_size,
 )
-from .heads import HEADS, HRNET_HEADS, OFFSET_HEADS, WIDE_HEADS
+from .heads import HEADS, HRNET_HEADS, OFFSET_HEADS
 
-__all__ = ["ALIGNMENTS", "ALL_ALIGNMENTS", "LEARNED_ALIGNMENTS", "HEADS", "HRNET_HEADS", "OFFSET_HEADS", "WIDE_HEADS",
-           "create_model", "list_models", "model_cost", "register_model", "run_size"]
+__all__ = ["ALIGNMENTS", "ALL_ALIGNMENTS", "LEARNED_ALIGNMENTS", "HEADS", "HRNET_HEADS", "OFFSET_HEADS", "create_model",
+           "list_models", "model_cost", "register_model", "run_size"]

@@ -9,8 +9,6 @@ its output grid in the feature map it reads, so codecs can decode on the exact g
 - ``duc``: EFASNet-style dense upsampling convolution: 3x3 conv to K*r^2 channels and pixel shuffle by r.
 - ``ufpa_official`` (HRNet only): the official UFPA code's head, a 1x1 conv to the ``udp`` layout that reads HRNet's
   last fusion widened to 4*C0 channels (see ``UFPAOfficialHead``).
-- ``wide_heatmap`` (HRNet only): the same widened fusion read by a 1x1 conv to K heatmaps (codecs ``msra``, ``dark``):
-  a codec comparison at the official head's width changes the codec and its output channels, nothing else.
 
 Pixel shuffle puts the r sub-pixels of feature sample i at ``i - 1/2 + (t + 1/2)/r`` (``geometry.pixel_shuffle``): with
 features at stride 4 and r = 4 the heatmap pixel o sits at input x = o - 1.5, not o.
@@ -23,8 +21,7 @@ from torch import nn
 from .. import geometry
 
 HEADS = ("heatmap", "udp", "sr", "duc")  # heads every architecture builds
-WIDE_HEADS = ("ufpa_official", "wide_heatmap")  # they widen HRNet's last fusion, so only HRNet builds them
-HRNET_HEADS = HEADS + WIDE_HEADS
+HRNET_HEADS = HEADS + ("ufpa_official",)  # 'ufpa_official' changes HRNet's last module, so only HRNet builds it
 OFFSET_HEADS = ("udp", "ufpa_official")  # output [K heatmaps, K x-offsets, K y-offsets]: decoded by codec 'udp'
 
 
@@ -120,7 +117,7 @@ def build_head(kind: str, in_channels: int, num_keypoints: int, upscale: int = 4
         return SRHead(in_channels, num_keypoints, upscale, padding_mode)
     if kind == "duc":
         return DUCHead(in_channels, num_keypoints, upscale, padding_mode)
-    if kind in WIDE_HEADS:
+    if kind in HRNET_HEADS:
         raise ValueError(f"head {kind!r} widens HRNet's last fusion, so only HRNet builds it: use an hrnet_* model "
                          f"(ufpa.models.list_models('hrnet*')) or one of {HEADS}")
     raise ValueError(f"unknown head {kind!r}; choose one of {HEADS}")

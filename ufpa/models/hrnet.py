@@ -26,7 +26,6 @@ The paper's own model, exactly: ``alignment='ufpa', head='ufpa_official'`` at 32
 widens branch 0 to 4*C0 channels at the final fusion, as the official UFPA code does: a bias-free 1x1 conv (no BN) on
 the identity path, 1x1 conv + BN to 4*C0 before each upsampling; the head reads those 4*C0 channels
 (``heads.UFPAOfficialHead``). HRNet-W32 with 17 keypoints: 28,589,811 parameters (28,537,235 with ``head='udp'``).
-``head='wide_heatmap'`` reads the same widened fusion with a K-heatmap conv, for the codecs without offsets.
 A 1x1 conv moves no sample, so positions, the output grid and the audit are those of the same alignment with
 ``udp``. ``ufpa.models.official`` imports the official HRNet and UFPA state dicts.
 """
@@ -41,7 +40,7 @@ from torch import nn
 from .. import geometry
 from ._layers import BN_MOMENTUM, check_input_size, conv3x3, conv_bn, make_resample, padding_mode
 from ._registry import register_model
-from .heads import HRNET_HEADS, WIDE_HEADS, UFPAOfficialHead, build_head
+from .heads import HRNET_HEADS, UFPAOfficialHead, build_head
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ class HRNet(nn.Module):
         self.transitions = nn.ModuleList()
         self.stages = nn.ModuleList()
         previous = [cin]
-        widen = UFPAOfficialHead.widen if head in WIDE_HEADS else 1
+        widen = UFPAOfficialHead.widen if head == "ufpa_official" else 1
         for stage, n_modules in enumerate(spec.modules):
             widths = spec.widths[: stage + 2]
             self.transitions.append(self._transition(previous, widths, pad))
@@ -188,8 +187,6 @@ class HRNet(nn.Module):
             previous = list(widths)
         if head == "ufpa_official":
             self.head = UFPAOfficialHead(spec.widths[0] * widen, num_keypoints)
-        elif head == "wide_heatmap":
-            self.head = build_head("heatmap", spec.widths[0] * widen, num_keypoints)
         else:
             self.head = build_head(head, spec.widths[0], num_keypoints, upscale, pad)
         self.num_keypoints, self.head_kind = num_keypoints, head
