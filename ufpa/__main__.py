@@ -98,9 +98,11 @@ def _sweep(args) -> int:
         raise SystemExit(f"--shard {args.shard!r}: use i/n, e.g. --shard 0/4") from None
     try:
         rows = sweep.run_sweep(args.grid, jobs=args.jobs, shard=(i, n), force=args.force, progress=not args.quiet,
-                               keep=args.keep)
+                               keep=args.keep, register_only=args.register)
     except (ValueError, FileNotFoundError) as err:
         raise SystemExit(f"sweep: {err}") from err
+    if args.register:
+        return 0
     print(sweep.summary_table(rows))
     print()
     print(sweep.aggregate_table(rows))
@@ -345,6 +347,8 @@ def main(argv=None) -> int:
     sweep.add_argument("--keep", action="store_true", help="keep committed records this machine would reproduce "
                        "(same training code, data, CPU type, torch) instead of re-training them: resume a study "
                        "split over sessions on a fresh machine")
+    sweep.add_argument("--register", action="store_true", help="register the profile's design and train nothing "
+                       "(a design whose runs another sweep is training)")
     sweep.add_argument("--quiet", action="store_true", help="no progress bar")
     sweep.set_defaults(run=_sweep)
 

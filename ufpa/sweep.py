@@ -58,7 +58,7 @@ GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports", "design")
 # The report's columns a design may name as its metric (each run's value at the design's flip setting).
 DESIGN_METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "epe_found_px", "found_rate", "swap_rate", "pck_0.01",
                   "pck_0.02", "pck_0.05")
-DESIGN_KEYS = ("metric", "flip_test", "level", "primary", "decomposition", "secondary")
+DESIGN_KEYS = ("metric", "flip_test", "level", "primary", "decomposition", "secondary", "confirms")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -199,6 +199,9 @@ def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
     design = {"metric": "AP", "flip_test": True, "level": 0.95, **design}
     if design["metric"] not in DESIGN_METRICS:
         raise ValueError(f"{where}: metric {design['metric']!r} is not one of {DESIGN_METRICS}")
+    if "confirms" in design and not (isinstance(design["confirms"], str) and design["confirms"]):
+        raise ValueError(f"{where}: confirms must name the profile whose exploratory result this design tests on "
+                         f"runs not yet trained (got {design['confirms']!r})")
     seeds: dict = {}
     for cfg in runs:
         seeds.setdefault(arm(cfg), set()).add(cfg.seed)
@@ -220,7 +223,9 @@ def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
 def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
     """Write the design as a record (``<reports>/results/design/<name>.json``) before any run of it trains: the
     pre-registration, with its time and commit. A design already registered stays as it was; a different one is
-    refused (changing the plan after seeing results is not pre-registration)."""
+    refused (changing the plan after seeing results is not pre-registration). A confirmatory design (``confirms``: a
+    profile whose exploratory result it tests) registers only while none of its runs has a record: it is judged on
+    runs nobody had seen when it was written."""
     design = check_design(doc, runs)
     arms: dict = {}
     for cfg in runs:
@@ -236,6 +241,11 @@ def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
                              "the new design its own profile name (or reports folder), or delete that record "
                              "knowingly")
         return path
+    seen = [run_id(cfg) for cfg in runs if record_path(cfg).is_file()]
+    if design.get("confirms") and seen:
+        raise ValueError(f"profile {doc['name']!r} confirms {design['confirms']!r} on runs that already have records "
+                         f"({', '.join(seen)}): a confirmatory design registers before any of its runs finishes. "
+                         "Give it seeds not yet trained")
     return records.write_record(path, "design", config_doc, results)
 
 
@@ -364,11 +374,13 @@ def _row(cfg, status, rec, seconds=0.0, error=None, warning=None) -> dict:
 
 
 def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: bool = False,
-              reports: str | None = None, progress: bool = True, keep: bool = False) -> list[dict]:
+              reports: str | None = None, progress: bool = True, keep: bool = False,
+              register_only: bool = False) -> list[dict]:
     """Run (or resume) every run of a grid file; returns one summary row per run of this shard. With ``progress``
     it prints its estimate first and then keeps one status line: runs done, each running run's epoch, and the
     estimated finish from measured epoch times (``Progress``). ``keep``: skip runs whose committed record this
-    machine would reproduce (``recorded_here``), so a study split over sessions resumes on a fresh machine."""
+    machine would reproduce (``recorded_here``), so a study split over sessions resumes on a fresh machine.
+    ``register_only``: register the design and train nothing (a design that shares its runs with a sweep in flight)."""
     i, n = shard
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard {i}/{n}: use i/n with 0 <= i < n, e.g. --shard 0/4")
@@ -378,6 +390,11 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     notebook = records.from_repo(doc["notebook"]) if doc.get("notebook") else NOTEBOOK
     every = expand(doc, reports)
     runs = per_job_workers(every[i::n], jobs)
+    if register_only:
+        if not doc.get("design"):
+            raise ValueError(f"profile {doc['name']!r} has no design to register")
+        print(f"sweep {doc['name']}: design registered as {register_design(doc, every)}; nothing trained")
+        return []
     if doc.get("design"):
         register_design(doc, every)
     ensure_data(doc, progress)
