@@ -104,11 +104,12 @@ def test_a_comparison_with_runs_still_learning_makes_no_claim(tmp_path):
 def test_render_all_writes_every_table_and_figure(results, tmp_path):
     register(results)
     shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
-    assert set(shown) == set(report.TABLES)
-    for name in report.TABLES:
+    assert set(shown) == set(report.TABLES) - report.CONFIRMATORY_OUTPUTS, "no confirmatory design: nothing to show"
+    assert not list(tmp_path.glob("*/*confirmatory*"))
+    for name in shown:
         for ext in ("md", "csv", "tex"):
             assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 50
-    for name in report.FIGURES:
+    for name in set(report.FIGURES) - report.CONFIRMATORY_OUTPUTS:
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="unknown table 'mian'; the tables are"):
         report.table("mian", None, results, tmp_path)
@@ -489,6 +490,81 @@ def test_designs_that_disagree_are_refused(results):
              profile="other")
     with pytest.raises(ValueError, match="2 primary comparisons registered"):
         report.design(results)
+
+
+def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, tmp_path):
+    """A design that confirms another (``confirms``) is neither merged into the study's family nor refused for its
+    other metric: it has its own table and findings, computed from the runs it registered and no others."""
+    from ufpa import sweep
+
+    register(results)  # the study's design: AP, flip test on
+    confirm = {"confirms": "t", "metric": "epe_px", "flip_test": False, "level": 0.95,
+               "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
+               "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}]}
+    arms = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in (1, 2, 3)]
+            for a, size in (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"))}
+    records.write_record(results / "design" / "c.json", "design", {"profile": "c", **confirm},
+                         {"arms": arms, "comparisons": sweep.comparisons(confirm)})
+    d = report.design(results)
+    assert d["metric"] == "AP" and len(d["secondary"]) == 3, "the study's design as registered"
+    frame = report.load_runs(results)
+    table = report.confirmatory_table(frame, results).set_index("role")
+    primary = table.loc["primary"]
+    assert primary["design"] == "c" and primary["metric"] == "epe_px"
+    assert primary["pairs"] == 2, "seeds 1 and 2: seed 0 has runs, but not registered ones; seed 3 is not trained"
+    assert primary["diff"] == pytest.approx(-1.0) and primary["verdict"].startswith("lower")
+    assert table.loc["secondary", "level"] == pytest.approx(0.95), "a family of one"
+    text = report.confirmatory_findings(frame, results)
+    assert "seeds [1, 2, 3] only" in text and "Runs with records: 6 of 9" in text
+    assert "the comparisons of `t` on epe_px" in text
+    assert "**Confirmatory Primary: `ufpa 97x65` vs `baseline 96x64`**: Δepe_px -1.000" in text
+    assert "needs more than 10,000 paired seeds" in text, "ufpa_any's EPE equals the baseline's: no finite number"
+    stated = report.design_markdown(results)
+    assert "(confirmatory: the comparisons of `t` on epe_px" in stated
+    assert stated.index("**Secondary family**") < stated.index("confirmatory"), "the study's design first"
+    shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
+    fig = report.design_figure(report.confirmatory_rows(frame, results), what="confirmatory")
+    assert fig.axes[0].get_title().startswith("confirmatory comparisons, flip test off, n = 2–2 paired seeds")
+    assert "no confirmatory design" in report.design_figure(pd.DataFrame(), what="confirmatory").axes[0].texts[0] \
+        .get_text()
+    assert len(shown["confirmatory"]) == 2 and "Confirmatory designs" in (tmp_path / "tables" /
+                                                                          "confirmatory.md").read_text()
+
+
+def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(tmp_path):
+    """Spread in the per-seed differences (a real interval), a second secondary still awaiting its runs (Holm counts
+    it as p = 1, its interval is simultaneous over 2), a record written before the registration named, and the
+    study's own awaiting counts untouched by the confirmatory arms."""
+    from ufpa import sweep
+
+    folder = tmp_path / "results"
+    for seed in range(4):
+        fake_record(folder, "baseline", (96, 64), seed, 0.5, epe=5.0)
+        fake_record(folder, "ufpa", (96, 64), seed, 0.5, epe=4.0 + 0.1 * seed)
+        fake_record(folder, "ufpa_any", (96, 64), seed, 0.5, epe=5.0 + 0.4 * (-1) ** seed)
+    register(folder, {"metric": "AP", "flip_test": True, "level": 0.95,
+                      "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"}})
+    confirm = {"confirms": "t", "metric": "epe_px", "flip_test": False, "level": 0.95,
+               "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
+               "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"},
+                             {"control": "baseline 96x64 udp", "treatment": "bilinear 96x64 udp"}]}
+    arms = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in (1, 2, 3)]
+            for a, size in (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"), ("bilinear", "96x64"))}
+    records.write_record(folder / "design" / "c.json", "design", {"profile": "c", **confirm},
+                         {"arms": arms, "comparisons": sweep.comparisons(confirm)})
+    frame = report.load_runs(folder)
+    rows = report.confirmatory_rows(frame, folder).set_index("treatment")
+    primary, any_, waiting = (rows.loc[f"{a} udp"] for a in ("ufpa 97x65", "ufpa_any 96x64", "bilinear 96x64"))
+    assert primary["pairs"] == 3 and primary["diff"] == pytest.approx(-0.8)  # seeds 1-3: -0.9, -0.8, -0.7
+    assert primary["diff_lo"] < -0.8 < primary["diff_hi"] < 0 and primary["verdict"].startswith("lower")
+    assert any_["interval_level"] == pytest.approx(1 - 0.05 / 2) and any_["verdict"].startswith("not resolved")
+    assert any_["p_holm"] == pytest.approx(report.stats.holm([any_["p_t"], 1.0])[0])
+    assert not waiting["ready"]
+    assert waiting["verdict"].startswith("awaiting runs: baseline 96x64 3/3, bilinear 96x64 0/3")
+    assert report._registered_runs(folder) == {}, "the study registered no run ids; the confirmatory ones stay apart"
+    text = report.confirmatory_findings(frame, folder)
+    assert "9 of its records were written no later than it registered: not a held-out test" in text  # fakes came first
+    assert "Secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text
 
 
 def test_the_power_table_sizes_seeds_from_a_pilot(results):

@@ -85,6 +85,54 @@ def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):
         sweep.check_design(doc, fewer)
 
 
+def test_a_confirmatory_design_registers_only_before_any_of_its_runs_starts(tmp_path, monkeypatch):
+    """cpu_markers_localisation tests cpu_markers' exploratory localisation result on seeds not yet trained: the same
+    runs and comparisons, another metric; once one of its runs has started (or has a record) it can no longer
+    register, it needs the design it confirms registered beside it, and ``--register`` registers it without training
+    (its runs belong to the sweep of the study it confirms)."""
+    from ufpa import __main__ as cli
+
+    doc = sweep.load_grid(ROOT / "profiles" / "cpu_markers_localisation.yaml")
+    markers = sweep.load_grid(ROOT / "profiles" / "cpu_markers.yaml")
+    runs = sweep.expand(doc)
+    assert {sweep.run_id(c) for c in runs} <= {sweep.run_id(c) for c in sweep.expand(markers)}, "the same runs"
+    assert {c.seed for c in runs} == {3, 4, 5, 6}
+    design = sweep.check_design(doc, runs)
+    assert design["confirms"] == "cpu_markers" and design["metric"] == "epe_found_px"
+    assert sweep.comparisons(design) == sweep.comparisons(markers["design"])
+    doc = {**doc, "reports": str(tmp_path), "base": {**doc["base"], "out": str(tmp_path / "runs")}}
+    runs = sweep.expand(doc, reports=str(tmp_path))
+    with pytest.raises(ValueError, match="confirms 'cpu_markers', which has no design registered"):
+        sweep.register_design(doc, runs)
+    sweep.register_design({**markers, "reports": str(tmp_path)}, sweep.expand(markers, reports=str(tmp_path)))
+    seen = sweep.record_path(runs[5])
+    seen.parent.mkdir(parents=True)
+    seen.write_text("{}")
+    with pytest.raises(ValueError, match="registers before any of its runs starts"):
+        sweep.register_design(doc, runs)
+    seen.unlink()
+    started = sweep.run_dir(sweep.resolve_paths(runs[2]))
+    started.mkdir(parents=True)  # a run in flight: its learning curve is being logged
+    with pytest.raises(ValueError, match=f"have started or have records \\({sweep.run_id(runs[2])}\\)"):
+        sweep.register_design(doc, runs)
+    started.rmdir()
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(doc))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("--register trains nothing and makes no data")
+    monkeypatch.setattr(sweep, "ensure_data", no_training)
+    monkeypatch.setattr(sweep, "run_one", no_training)
+    assert cli.main(["sweep", str(path), "--register"]) == 0
+    rec = records.read_record(tmp_path / "results" / "design" / "cpu_markers_localisation.json", kind="design")
+    assert rec["config"]["confirms"] == "cpu_markers" and len(rec["results"]["arms"]["ufpa 97x65 udp"]) == 4
+    assert not list((tmp_path / "results").glob("runs/*.json")), "nothing trained"
+    seen.write_text("{}")  # registered: a resumed sweep finds it unchanged, records or not
+    assert sweep.register_design(doc, runs).is_file()
+    with pytest.raises(ValueError, match="confirms must name the profile"):
+        sweep.check_design({**doc, "design": {**doc["design"], "confirms": ""}}, runs)
+
+
 def test_bad_grids_are_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("grid: {alignment: baseline}\n")

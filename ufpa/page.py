@@ -132,8 +132,10 @@ def _converged(results_dir) -> str:
     if markers:
         out.append("**The converged study where localisation limits accuracy** (`profiles/cpu_markers.yaml`, "
                    "`reports/markers/`: 'markers' data, where each joint wears its own colour, the official UFPA head, "
-                   "144 epochs, the learned aligner as a fourth arm, AP without flip test; it runs over several "
-                   f"sessions, and this is what its records say so far):\n\n{markers}\n")
+                   "144 epochs, the learned aligner as a fourth arm, AP without flip test; with it the confirmatory "
+                   "design `profiles/cpu_markers_localisation.yaml`, its comparisons on end-point error on found "
+                   "keypoints over the held-out seeds 3-6; it runs over several sessions, and this is what its records "
+                   f"say so far):\n\n{markers}\n")
     converged = report.converged_summary(results_dir, report.CONVERGED)
     if converged:
         out.append("**The first converged design** (`profiles/cpu_converged.yaml`, `reports/converged/`: the design "
@@ -146,6 +148,8 @@ def _converged(results_dir) -> str:
 # `python -m ufpa report --tables-only --profile profiles/cpu_markers.yaml`): file stem -> what it shows
 MARKERS_FIGURES = {
     "06_design": "its registered comparisons that have an estimate (two paired seeds or more)",
+    "06_confirmatory": "the confirmatory design's comparisons (end-point error on found keypoints, held-out seeds "
+                       "3-6) that have an estimate",
     "06_learning_curves": "its learning curves and the learning rate",
     "06_per_joint": "per joint: end-point error on found keypoints, and how often a joint lies nearer its partner's "
                     "truth",

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -90,6 +91,7 @@ def run_rows(record: dict) -> list[dict]:
             "misalignment_px": mis.get("max_abs_px", np.nan), "misalignment_mean_px": mis.get("mean_abs_px", np.nan),
             "border_misalignment_px": mis.get("border_max_abs_px", np.nan),
             "git_commit": prov["git_commit"][:10], "device": prov["device"], "torch": prov["torch"],
+            "time_utc": prov["time_utc"],
         })
     return rows
 
@@ -260,11 +262,17 @@ def design_records(results_dir) -> list[dict]:
     return [records.read_record(p, kind="design") for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+def _confirms(rec: dict) -> str | None:
+    """The profile a design record confirms (``sweep.register_design``), None for the study's own design."""
+    return rec["config"].get("confirms")
+
+
 def design(results_dir) -> dict | None:
-    """The study's design from every registered one: their common setting (metric, flip test, level), the primary
-    comparison (at most one across designs) and the secondary comparisons as one family (each once), with the
-    profiles and registration times. None when nothing is registered."""
-    recs = design_records(results_dir)
+    """The study's design from every registered one (confirmatory designs apart: ``confirmatory_designs``): their
+    common setting (metric, flip test, level), the primary comparison (at most one across designs) and the secondary
+    comparisons as one family (each once), with the profiles and registration times. None when nothing is
+    registered."""
+    recs = [r for r in design_records(results_dir) if not _confirms(r)]
     if not recs:
         return None
     settings = {(r["config"]["metric"], r["config"]["flip_test"], r["config"]["level"]) for r in recs}
@@ -289,6 +297,28 @@ def design(results_dir) -> dict | None:
                             "git_commit": r["provenance"]["git_commit"][:10]} for r in recs]}
 
 
+def confirmatory_designs(results_dir) -> list[dict]:
+    """The confirmatory designs registered in ``results_dir/design/`` (a profile with ``confirms``: an exploratory
+    result of another profile tested on runs that had no record when it registered), each its own study with the
+    shape ``design`` returns plus ``confirms``, ``arms`` (arm -> its registered run ids) and ``run_ids``: only those
+    runs count for it."""
+    out = []
+    for rec in design_records(results_dir):
+        if not _confirms(rec):
+            continue
+        cfg, comps = rec["config"], rec["results"]["comparisons"]
+        primary = [{**c, "profile": cfg["profile"]} for c in comps if c["role"] == "primary"]
+        arms = rec["results"]["arms"]
+        out.append({"metric": cfg["metric"], "flip_test": cfg["flip_test"], "level": cfg["level"],
+                    "primary": primary[0] if primary else None,
+                    "secondary": [{**c, "profile": cfg["profile"]} for c in comps if c["role"] != "primary"],
+                    "registered": [{"profile": cfg["profile"], "time_utc": rec["provenance"]["time_utc"],
+                                    "git_commit": rec["provenance"]["git_commit"][:10]}],
+                    "confirms": cfg["confirms"], "profile": cfg["profile"], "arms": arms,
+                    "run_ids": {i for ids in arms.values() for i in ids}})
+    return out
+
+
 def shown_flip_test(results_dir) -> bool:
     """The flip setting a folder's tables and figures show: its registered design's (on markers data a flip swaps the
     labels and not the joints' colours, so that design reads every metric without it), else flip test on, as the
@@ -310,13 +340,19 @@ def design_markdown(results_dir) -> str:
         cfg, res = rec["config"], rec["results"]
         present.setdefault(arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
                            set()).add(res["run_id"])
-    lines = []
+    lines, confirm = [], []
     for rec in design_records(results_dir):
         arms = rec["results"]["arms"]
         have = ", ".join(f"`{_arm_label(a)}` {len(present.get(a, set()) & set(ids))}/{len(ids)}"
                          for a, ids in arms.items())
-        lines.append(f"- Profile **{rec['config']['profile']}**, registered {rec['provenance']['time_utc']} at commit "
-                     f"{rec['provenance']['git_commit'][:10]}; runs with records here: {have}.")
+        line = (f"- Profile **{rec['config']['profile']}**, registered {rec['provenance']['time_utc']} at commit "
+                f"{rec['provenance']['git_commit'][:10]}; runs with records here: {have}.")
+        if _confirms(rec):
+            confirm.append(line.replace("**,", f"** (confirmatory: the comparisons of `{_confirms(rec)}` on "
+                                               f"{rec['config']['metric']}, on its own runs only; its own family, "
+                                               "below),", 1))
+        else:
+            lines.append(line)
     p = d["primary"]
     lines.append("- **Primary**: " + (f"`{_arm_label(p['treatment'])}` against `{_arm_label(p['control'])}`"
                                        if p else "none registered")
@@ -326,7 +362,7 @@ def design_markdown(results_dir) -> str:
                  f"{100 * (1 - (1 - d['level']) / max(m, 1)):.1f} %): "
                  + "; ".join(f"`{_arm_label(c['treatment'])}` vs `{_arm_label(c['control'])}`" for c in d["secondary"])
                  + ".")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + confirm) + "\n"
 
 
 def _per_image(metric: str):
@@ -434,16 +470,19 @@ def _verdict(row: dict) -> str:
     return "not resolved (an interval includes zero)"
 
 
-def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000) -> pd.DataFrame:
+def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dict | None = None) -> pd.DataFrame:
     """The registered design's comparisons at its metric and flip setting: the primary at the design's level, the
     secondary family with Holm-adjusted p-values and simultaneous intervals (Bonferroni: each at 1 - (1 - level) /
-    m), and each one's verdict (``_verdict``). Empty when no design is registered."""
-    d = design(results_dir)
+    m), and each one's verdict (``_verdict``). ``d``: a confirmatory design (``confirmatory_designs``), judged on its
+    own registered runs only; default the study's design. Empty when no design is registered."""
+    d = design(results_dir) if d is None else d
     if d is None:
         return pd.DataFrame()
+    if "run_ids" in d:  # a confirmatory design: the runs nobody had seen when it registered, and no others
+        frame = frame[frame["run_id"].isin(d["run_ids"])]
     rows = []
     m = len(d["secondary"])
-    registered = _registered_runs(results_dir)
+    registered = _registered_runs(results_dir) if "arms" not in d else {a: set(i) for a, i in d["arms"].items()}
     for role, comps, lvl in (("primary", [d["primary"]] if d["primary"] else [], d["level"]),
                              ("secondary", d["secondary"], 1 - (1 - d["level"]) / max(m, 1))):
         family = [(compare_arms(frame, results_dir, c["control"], c["treatment"], d["metric"], d["flip_test"],
@@ -472,9 +511,12 @@ def _paired_seeds(frame: pd.DataFrame, comparison: dict, flip_test: bool) -> int
 
 
 def _registered_runs(results_dir) -> dict:
-    """Arm -> the run ids every registered design names for it (how many runs a comparison waits for)."""
+    """Arm -> the run ids the study's registered designs name for it (how many runs a comparison waits for; a
+    confirmatory design counts its own, ``design_table``)."""
     out: dict = {}
     for rec in design_records(results_dir):
+        if _confirms(rec):
+            continue
         for arm, ids in rec["results"]["arms"].items():
             out.setdefault(arm, set()).update(ids)
     return out
@@ -891,15 +933,15 @@ def accuracy_by_arm(frame: pd.DataFrame, flip_test: bool = True, path=None):
 
 
 @_styled
-def design_figure(design_rows: pd.DataFrame, path=None):
+def design_figure(design_rows: pd.DataFrame, path=None, what: str = "registered"):
     """The registered comparisons with an estimate (``design_table``'s ready rows) as a forest plot, one row each
     (names on the left, so any number of them reads): each seed's paired difference (dots), the mean with its
     (corrected) interval over seeds (diamond) and the hierarchical bootstrap over seeds and images (thin bar below
-    it)."""
+    it). ``what`` names the design in the title ("confirmatory" for ``confirmatory_table``'s)."""
     table = ready(design_rows)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * max(len(table), 1)), constrained_layout=True)
     if table.empty:
-        message = ("no registered design in these records" if design_rows.empty else
+        message = (f"no {what} design in these records" if design_rows.empty else
                    f"none of the {len(design_rows)} registered comparisons has two paired seeds yet "
                    "(the design table says which runs each awaits)")
         ax.text(0.5, 0.5, message, ha="center", transform=ax.transAxes)
@@ -919,7 +961,7 @@ def design_figure(design_rows: pd.DataFrame, path=None):
     ax.set_xlabel(f"paired Δ{table['metric'].iloc[0]} (treatment − control)")
     ax.grid(alpha=0.3, axis="x")
     levels = ", ".join(f"{r.role} {100 * r.interval_level:.1f} %" for r in table.drop_duplicates("role").itertuples())
-    ax.set_title(f"registered comparisons, {_flip_note(bool(table['flip_test'].iloc[0]))}, n = "
+    ax.set_title(f"{what} comparisons, {_flip_note(bool(table['flip_test'].iloc[0]))}, n = "
                  f"{table['pairs'].min()}–{table['pairs'].max()} paired seeds\ndots: seeds; diamonds: mean ± interval "
                  f"over seeds ({levels}); thin bars: bootstrap over seeds and images")
     return _save(fig, path)
@@ -1268,6 +1310,60 @@ def _interval(lo, hi, digits=3) -> str:
     return f"{lo:+.{digits}f} to {hi:+.{digits}f}" if np.isfinite(lo) and np.isfinite(hi) else "n/a"
 
 
+POWER_CAP = 10_000  # stats.seeds_for_power's default ``most``
+
+
+def _p_text(name, value) -> str:
+    return f"{name} {value:.3f}" if np.isfinite(value) else f"{name} n/a"
+
+
+def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
+    """One findings line per comparison of a ``design_table``: its estimate, intervals, p-values, verdict and the
+    seeds its spread asks for; or what it still waits for."""
+    lines = []
+    for r in table.itertuples():
+        label = prefix + ("Primary" if r.role == "primary" else "Secondary")
+        if not r.ready or r.pairs < 2:
+            lines.append(f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: {r.verdict}.")
+            continue
+        p = _p_text("p", r.p_t) if r.role == "primary" else _p_text("Holm p", r.p_holm)
+        need = (f"about {r.seeds_for_power}" if (r.seeds_for_power or POWER_CAP) < POWER_CAP else
+                f"more than {POWER_CAP:,}")  # stats.seeds_for_power's cap: a difference at or near zero
+        power = (f" With this spread (SD {r.sd:.3f}), 80 % power for a difference this size at this level needs {need} "
+                 "paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
+        lines.append(
+            f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: Δ{r.metric} {r.diff:+.3f} "
+            f"({100 * r.interval_level:.1f} % interval over {r.pairs} paired seed{'s' if r.pairs != 1 else ''} "
+            f"{_interval(r.diff_lo, r.diff_hi)}; over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, "
+            f"{_p_text('sign-flip p', r.p_sign_flip)}; {r.control_mean:.3f} → {r.treatment_mean:.3f}): "
+            f"**{r.verdict}**.{power}")
+    return lines
+
+
+def confirmatory_findings(frame: pd.DataFrame, results_dir) -> str:
+    """Each confirmatory design's findings (Markdown; empty without one): what it tests and when it registered, its
+    runs so far and their convergence, and each comparison as ``_comparison_lines`` words it. Its verdicts are the
+    only ones that may call an exploratory result of the design it confirms a finding."""
+    lines = []
+    for d in confirmatory_designs(results_dir):
+        table = _cached(frame, results_dir, d)
+        runs = frame[frame["run_id"].isin(d["run_ids"]) & (frame["flip_test"] == d["flip_test"])]
+        reg = d["registered"][0]
+        seeds = sorted({int(re.search(r"-s(\d+)-[0-9a-f]+$", i).group(1)) for i in d["run_ids"]})  # train.run_id
+        m = len(d["secondary"])
+        early = sorted(runs.loc[runs["time_utc"] <= reg["time_utc"], "run_id"])  # to the second: a tie is early
+        when = (f"{len(early)} of its records were written no later than it registered: not a held-out test"
+                if early else "every record of its runs written after it")
+        lines.append(f"- **Confirmatory design `{d['profile']}`** (registered {reg['time_utc']} at commit "
+                     f"{reg['git_commit']}; {when}): the comparisons of `{d['confirms']}` on "
+                     f"{d['metric']}, {_flip_note(d['flip_test'])}, seeds {seeds} only; primary at "
+                     f"{100 * d['level']:.0f} %, {m} secondary as one Holm family (simultaneous "
+                     f"{100 * (1 - (1 - d['level']) / max(m, 1)):.1f} %). Runs with records: {len(runs)} of "
+                     f"{len(d['run_ids'])}, {int(runs['plateau'].astype(bool).sum())} of them plateaued.")
+        lines += _comparison_lines(table, prefix="Confirmatory ")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def design_findings(frame: pd.DataFrame, results_dir) -> str:
     """Findings of a registered design: what was registered and when, convergence, the primary comparison, the
     secondary family (Holm), the decomposition, whether the gain holds with training, and the localisation metrics
@@ -1294,23 +1390,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     lines.append(f"- **Convergence**: {plateaued} of {len(runs)} runs met the plateau criterion (val AP, no flip, "
                  f"gained < {PLATEAU_AP} over the last quarter of training; median gain there "
                  f"{np.nanmedian(runs['late_gain_AP']):+.3f}, largest {np.nanmax(runs['late_gain_AP']):+.3f}).")
-    def p_text(name, value):
-        return f"{name} {value:.3f}" if np.isfinite(value) else f"{name} n/a"
-
-    for r in table.itertuples():
-        label = "Primary" if r.role == "primary" else "Secondary"
-        if not r.ready:
-            lines.append(f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: {r.verdict}.")
-            continue
-        p = p_text("p", r.p_t) if r.role == "primary" else p_text("Holm p", r.p_holm)
-        power = (f" With this spread (SD {r.sd:.3f}), 80 % power for a difference this size at this level needs about "
-                 f"{r.seeds_for_power} paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
-        lines.append(
-            f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: Δ{r.metric} {r.diff:+.3f} "
-            f"({100 * r.interval_level:.1f} % interval over {r.pairs} paired seed{'s' if r.pairs != 1 else ''} "
-            f"{_interval(r.diff_lo, r.diff_hi)}; over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, "
-            f"{p_text('sign-flip p', r.p_sign_flip)}; {r.control_mean:.3f} → {r.treatment_mean:.3f}): "
-            f"**{r.verdict}**.{power}")
+    lines += _comparison_lines(table)
     dec = decomposition_table(table)
     if len(dec):
         parts = dec[dec["part"].str.contains("->")]
@@ -1333,7 +1413,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                          f"{pm(peak)} at epoch {peak['epoch']}, and {pm(last)} at the end (epoch {last['epoch']}): "
                          "how fast an arm learns is a result of its own, apart from where it ends (the "
                          "verdict above).")
-    loc = localisation_comparisons(frame, results_dir, d["flip_test"], resamples=500)
+    loc = localisation_comparisons(frame, results_dir, d["flip_test"])  # the table's resamples: the same numbers
     if prim and len(loc):
         lp = loc[(loc["control"] == prim["control"]) & (loc["treatment"] == prim["treatment"])]
         names = {"found_rate": "found", "epe_found_px": "EPE on found keypoints (px)", "swap_rate": "swap rate",
@@ -1342,7 +1422,10 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                          f"{_interval(r.diff_lo, r.diff_hi)} over seeds, {_interval(r.boot_lo, r.boot_hi)} over "
                          "seeds and images)" for r in lp.itertuples() if np.isfinite(r.diff))
         if text:
-            lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}.")
+            tested = [f"`{c['profile']}`" for c in confirmatory_designs(results_dir)]
+            lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}."
+                         + (f" The confirmatory design ({', '.join(tested)}, below) tests this on runs it registered "
+                            "before they started; only its verdicts can make it a finding." if tested else ""))
     if prim:
         arms = sub[sub["arm"].isin([prim["control"], prim["treatment"]])]
         b = arms.groupby("arm")[["abs_bias_px", "abs_bias_floor_px"]].mean()
@@ -1553,6 +1636,10 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
                         "offset (mean over seeds, its SD over seeds, the mean SD within a run over positions and val "
                         "crops), the RMS shift before and after, and the share removed (mean, min, max over seeds). "
                         "Border: one coarse sample at each end."),
+    "confirmatory": (lambda f, r, flip=True: confirmatory_table(f, r),
+                     "Confirmatory designs: the comparisons of the design each confirms, at its own metric and flip "
+                     "setting, on the runs it registered before any of them had a record (and no others); intervals, "
+                     "p-values and verdicts as in the design table (lower is better for an error in px)."),
     "localisation_comparisons": (lambda f, r, flip=True: localisation_comparisons(f, r, flip),
                                  "The registered comparisons on the localisation metrics: exploratory (95 %, "
                                  "uncorrected, not in the family), with the bootstrap over seeds and images."),
@@ -1562,6 +1649,7 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
     "06_accuracy_by_arm": lambda f, r, flip=True: accuracy_by_arm(f, flip),
     "06_design": lambda f, r, flip=True: design_figure(cached_design_table(f, r)),  # the design's flip setting
+    "06_confirmatory": lambda f, r, flip=True: design_figure(confirmatory_rows(f, r), what="confirmatory"),
     "06_gain_by_epoch": lambda f, r, flip=True: gain_by_epoch_figure(design_gains(r)),  # learning curve: no flip
     "06_per_joint": lambda f, r, flip=True: per_joint_figure(r, flip),
     "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, ready(cached_design_table(f, r)),
@@ -1572,17 +1660,42 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
 }
 
 
+CONFIRMATORY_OUTPUTS = {"confirmatory", "06_confirmatory"}  # drawn only where a confirmatory design is registered
 _DESIGN_CACHE: dict = {}
 
 
 def cached_design_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
     """``design_table`` once per results folder and set of runs (its bootstrap takes seconds; the tables, figures and
     findings all read it)."""
-    key = (str(Path(results_dir).resolve()), tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame["AP"]))))
+    return _cached(frame, results_dir, None)
+
+
+def _cached(frame: pd.DataFrame, results_dir, d: dict | None) -> pd.DataFrame:
+    metric = (d or design(results_dir) or {"metric": "AP"})["metric"]
+    key = (str(Path(results_dir).resolve()), json.dumps(d, sort_keys=True, default=sorted) if d else None,
+           tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame[metric]))))
     if key not in _DESIGN_CACHE:
-        _DESIGN_CACHE.clear()
-        _DESIGN_CACHE[key] = design_table(frame, results_dir)
+        if len(_DESIGN_CACHE) > 8:
+            _DESIGN_CACHE.clear()
+        _DESIGN_CACHE[key] = design_table(frame, results_dir, d=d)
     return _DESIGN_CACHE[key]
+
+
+def confirmatory_rows(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """Every confirmatory design's ``design_table``, one after the other (empty without one)."""
+    parts = [_cached(frame, results_dir, d) for d in confirmatory_designs(results_dir)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def confirmatory_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """Every confirmatory design's comparisons (``design_summary`` of each, on its own runs), with the profile and
+    the metric; empty without one."""
+    parts = [design_summary(_cached(frame, results_dir, d)).assign(design=d["profile"], metric=d["metric"])
+             for d in confirmatory_designs(results_dir)]
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    return out[["design", "metric"] + [c for c in out.columns if c not in ("design", "metric")]]
 
 
 def design_gains(results_dir) -> pd.DataFrame:
@@ -1616,9 +1729,11 @@ def render_all(results_dir, tables_dir, figures_dir, flip_test: bool = True) -> 
     """Every table and figure of the study from ``results_dir`` (one flip-test setting for all); returns the shown
     tables by name."""
     frame = load_runs(results_dir)
-    out = {name: table(name, frame, results_dir, tables_dir, flip_test) for name in TABLES}
+    skip = set() if confirmatory_designs(results_dir) else CONFIRMATORY_OUTPUTS  # nothing to show, no file
+    out = {name: table(name, frame, results_dir, tables_dir, flip_test) for name in TABLES if name not in skip}
     for name in FIGURES:
-        plt.close(figure(name, frame, results_dir, figures_dir, flip_test))
+        if name not in skip:
+            plt.close(figure(name, frame, results_dir, figures_dir, flip_test))
     return out
 
 
@@ -1741,6 +1856,9 @@ def converged_summary(results_dir, study: str = CONVERGED) -> str:
         frame = load_runs(folder)
         table = design_summary(cached_design_table(frame, folder))
         lines += [markdown(formatted(table, DIGITS)).rstrip("\n"), "", design_findings(frame, folder)]
+        confirm = confirmatory_table(frame, folder)
+        if len(confirm):
+            lines += [markdown(formatted(confirm, DIGITS)).rstrip("\n"), "", confirmatory_findings(frame, folder)]
     return "\n".join(lines)
 
 

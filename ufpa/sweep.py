@@ -241,11 +241,18 @@ def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
                              "the new design its own profile name (or reports folder), or delete that record "
                              "knowingly")
         return path
-    seen = [run_id(cfg) for cfg in runs if record_path(cfg).is_file()]
-    if design.get("confirms") and seen:
-        raise ValueError(f"profile {doc['name']!r} confirms {design['confirms']!r} on runs that already have records "
-                         f"({', '.join(seen)}): a confirmatory design registers before any of its runs finishes. "
-                         "Give it seeds not yet trained")
+    if design.get("confirms"):
+        confirmed = path.with_name(f"{design['confirms']}.json")
+        if not confirmed.is_file():
+            raise ValueError(f"profile {doc['name']!r} confirms {design['confirms']!r}, which has no design registered "
+                             f"in this reports folder ({confirmed}): a confirmatory design tests a registered "
+                             "study's comparisons on its own runs, in its folder")
+        # a started run has logged its learning curve: held out means not started, not merely not finished
+        seen = [run_id(cfg) for cfg in runs if record_path(cfg).is_file() or run_dir(resolve_paths(cfg)).exists()]
+        if seen:
+            raise ValueError(f"profile {doc['name']!r} confirms {design['confirms']!r} on runs that have started or "
+                             f"have records ({', '.join(seen)}): a confirmatory design registers before any of its "
+                             "runs starts. Give it seeds not yet trained")
     return records.write_record(path, "design", config_doc, results)
 
 
