@@ -514,6 +514,9 @@ def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, 
     assert primary["pairs"] == 2, "seeds 1 and 2: seed 0 has runs, but not registered ones; seed 3 is not trained"
     assert primary["diff"] == pytest.approx(-1.0) and primary["verdict"].startswith("lower")
     assert table.loc["secondary", "level"] == pytest.approx(0.95), "a family of one"
+    assert table.loc["primary", "seeds_80pct"] == 2, "a count (1.0 would print as 1.00)"
+    shown = report.formatted(report.confirmatory_table(frame, results)).set_index("role")
+    assert shown.loc["primary", "seeds_80pct"] == "2"
     text = report.confirmatory_findings(frame, results)
     assert "seeds [1, 2, 3] only" in text and "Runs with records: 6 of 9" in text
     assert "the comparisons of `t` on epe_px" in text

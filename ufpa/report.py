@@ -558,7 +558,9 @@ def design_summary(table: pd.DataFrame) -> pd.DataFrame:
                         "p_holm": table["p_holm"], "p_sign_flip": table["p_sign_flip"],
                         "not_plateaued": [f"{u}/{n}" if ok else "–" for u, n, ok in
                                           zip(table["unconverged"], table["runs"], table["ready"])],
-                        "seeds_80pct": table["seeds_for_power"], "verdict": table["verdict"]})
+                        "seeds_80pct": pd.array([int(v) if pd.notna(v) else None for v in table["seeds_for_power"]],
+                                                dtype="Int64"),  # a count, whatever awaiting rows made the dtype
+                        "verdict": table["verdict"]})
     return out.reset_index(drop=True)
 
 def decomposition_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -768,7 +770,7 @@ def published_table(path=PUBLISHED) -> pd.DataFrame:
 # --- writing tables --------------------------------------------------------------------------------------------------
 
 def _fmt(value, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
@@ -1327,7 +1329,7 @@ def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
             lines.append(f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: {r.verdict}.")
             continue
         p = _p_text("p", r.p_t) if r.role == "primary" else _p_text("Holm p", r.p_holm)
-        need = (f"about {r.seeds_for_power}" if (r.seeds_for_power or POWER_CAP) < POWER_CAP else
+        need = (f"about {int(r.seeds_for_power)}" if (r.seeds_for_power or POWER_CAP) < POWER_CAP else
                 f"more than {POWER_CAP:,}")  # stats.seeds_for_power's cap: a difference at or near zero
         power = (f" With this spread (SD {r.sd:.3f}), 80 % power for a difference this size at this level needs {need} "
                  "paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
@@ -1413,7 +1415,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                          f"{pm(peak)} at epoch {peak['epoch']}, and {pm(last)} at the end (epoch {last['epoch']}): "
                          "how fast an arm learns is a result of its own, apart from where it ends (the "
                          "verdict above).")
-    loc = localisation_comparisons(frame, results_dir, d["flip_test"])  # the table's resamples: the same numbers
+    loc = localisation_comparisons(frame, results_dir, d["flip_test"], resamples=500)
     if prim and len(loc):
         lp = loc[(loc["control"] == prim["control"]) & (loc["treatment"] == prim["treatment"])]
         names = {"found_rate": "found", "epe_found_px": "EPE on found keypoints (px)", "swap_rate": "swap rate",
