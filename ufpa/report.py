@@ -291,6 +291,12 @@ def design(results_dir) -> dict | None:
     if len(primary) > 1:
         raise ValueError(f"{results_dir}/design: {len(primary)} primary comparisons registered "
                          f"({[(c['control'], c['treatment']) for c in primary]}); a study has one")
+    return _study(recs, metric, flip, level, primary, secondary)
+
+
+def _study(recs: list[dict], metric: str, flip: bool, level: float, primary: list, secondary: list) -> dict:
+    """The shape ``design`` and ``confirmatory_designs`` share: setting, comparisons, and when each record
+    registered."""
     return {"metric": metric, "flip_test": flip, "level": level, "primary": primary[0] if primary else None,
             "secondary": secondary,
             "registered": [{"profile": r["config"]["profile"], "time_utc": r["provenance"]["time_utc"],
@@ -309,11 +315,8 @@ def confirmatory_designs(results_dir) -> list[dict]:
         cfg, comps = rec["config"], rec["results"]["comparisons"]
         primary = [{**c, "profile": cfg["profile"]} for c in comps if c["role"] == "primary"]
         arms = rec["results"]["arms"]
-        out.append({"metric": cfg["metric"], "flip_test": cfg["flip_test"], "level": cfg["level"],
-                    "primary": primary[0] if primary else None,
-                    "secondary": [{**c, "profile": cfg["profile"]} for c in comps if c["role"] != "primary"],
-                    "registered": [{"profile": cfg["profile"], "time_utc": rec["provenance"]["time_utc"],
-                                    "git_commit": rec["provenance"]["git_commit"][:10]}],
+        secondary = [{**c, "profile": cfg["profile"]} for c in comps if c["role"] != "primary"]
+        out.append({**_study([rec], cfg["metric"], cfg["flip_test"], cfg["level"], primary, secondary),
                     "confirms": cfg["confirms"], "profile": cfg["profile"], "arms": arms,
                     "run_ids": {i for ids in arms.values() for i in ids}})
     return out
