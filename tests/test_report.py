@@ -520,7 +520,7 @@ def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, 
     text = report.confirmatory_findings(frame, results)
     assert "seeds [1, 2, 3] only" in text and "Runs with records: 6 of 9" in text
     assert "the comparisons of `t` on epe_px" in text
-    assert "**Confirmatory Primary: `ufpa 97x65` vs `baseline 96x64`**: Δepe_px -1.000" in text
+    assert "**Confirmatory primary: `ufpa 97x65` vs `baseline 96x64`**: Δepe_px -1.000" in text
     assert "needs more than 10,000 paired seeds" in text, "ufpa_any's EPE equals the baseline's: no finite number"
     stated = report.design_markdown(results)
     assert "(confirmatory: the comparisons of `t` on epe_px" in stated

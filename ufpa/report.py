@@ -1327,7 +1327,8 @@ def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
     seeds its spread asks for; or what it still waits for."""
     lines = []
     for r in table.itertuples():
-        label = prefix + ("Primary" if r.role == "primary" else "Secondary")
+        role = "primary" if r.role == "primary" else "secondary"
+        label = f"{prefix}{role}" if prefix else role.capitalize()
         if not r.ready or r.pairs < 2:
             lines.append(f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: {r.verdict}.")
             continue
