@@ -567,7 +567,7 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     assert report._registered_runs(folder) == {}, "the study registered no run ids; the confirmatory ones stay apart"
     text = report.confirmatory_findings(frame, folder)
     assert "9 of its records were written no later than it registered: not a held-out test" in text  # fakes came first
-    assert "Secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text
+    assert "Confirmatory secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text
 
 
 def test_the_power_table_sizes_seeds_from_a_pilot(results):
