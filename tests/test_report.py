@@ -568,6 +568,10 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     text = report.confirmatory_findings(frame, folder)
     assert "9 of its records were written no later than it registered: not a held-out test" in text  # fakes came first
     assert "Confirmatory secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text
+    assert primary["verdict"] == "lower (its intervals exclude zero)", "all registered seeds in: the design's answer"
+    (folder / "runs" / "hrnet_w8_tiny-ufpa-96x64-udp-s3-00000000.json").unlink()  # one registered seed still out
+    rows = report.confirmatory_rows(report.load_runs(folder), folder).set_index("treatment")
+    assert rows.loc["ufpa 97x65 udp", "verdict"].endswith("; interim: 2 of 3 registered seeds)")
 
 
 def test_the_power_table_sizes_seeds_from_a_pilot(results):

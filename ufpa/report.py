@@ -466,11 +466,14 @@ def _verdict(row: dict) -> str:
         return f"no claim: {row['unconverged']} of its {row['runs']} runs had not plateaued"
     ends = [row["diff_lo"], row["diff_hi"]] + ([row["boot_lo"], row["boot_hi"]] if np.isfinite(row["boot_lo"])
                                                 else [])
+    # before all its registered seeds are in, a verdict is an interim look, not the design's answer
+    want = row.get("registered_pairs") or 0
+    interim = f"; interim: {row['pairs']} of {want} registered seeds" if row["pairs"] < want else ""
     if all(e > 0 for e in ends):
-        return "higher (its intervals exclude zero)"
+        return f"higher (its intervals exclude zero{interim})"
     if all(e < 0 for e in ends):
-        return "lower (its intervals exclude zero)"
-    return "not resolved (an interval includes zero)"
+        return f"lower (its intervals exclude zero{interim})"
+    return f"not resolved (an interval includes zero{interim})"
 
 
 def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dict | None = None) -> pd.DataFrame:
@@ -497,8 +500,9 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dic
         # with p = 1, so the adjusted p of the others can only fall as runs arrive (conservative, never optimistic)
         ps = [r["p_t"] if r["ready"] else 1.0 for r in family]
         adjusted = stats.holm(ps) if role == "secondary" else ps
-        for r, p in zip(family, adjusted):
+        for c, r, p in zip(comps, family, adjusted):
             r["p_holm"] = p if r["ready"] else float("nan")
+            r["registered_pairs"] = min(len(registered.get(c[side], ())) for side in ("control", "treatment"))
             r["verdict"] = _verdict(r)
             rows.append(r)
     cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "ready", "pairs",
@@ -1624,7 +1628,9 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
                "the page's flip setting): paired difference (treatment − control) with its interval over seeds "
                "(Student t; primary at the design's level, the secondary family simultaneous by Bonferroni), the "
                "hierarchical bootstrap over seeds and val images at the same level, t-test p (Holm-adjusted over the "
-               "secondary family), sign-flip p, runs that had not plateaued, and the verdict."),
+               "secondary family), sign-flip p, runs that had not plateaued (val AP, whatever the design's metric), "
+               "the paired seeds 80 % power would need if the observed difference and SD were the truth (post hoc: "
+               "unreliable at few seeds), and the verdict (interim until all registered seeds are in)."),
     "decomposition": (lambda f, r, flip=True: decomposition_table(cached_design_table(f, r)),
                       "The primary comparison's change split into the registered steps (each with its simultaneous "
                       "interval), their sum and the total."),
