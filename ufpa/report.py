@@ -362,7 +362,7 @@ def design_markdown(results_dir) -> str:
                  + f", {d['metric']}, {_flip_note(d['flip_test'])}, {100 * d['level']:.0f} % interval.")
     m = len(d["secondary"])
     lines.append(f"- **Secondary family** ({m}; Holm-adjusted p, simultaneous intervals at "
-                 f"{100 * (1 - (1 - d['level']) / max(m, 1)):.1f} %): "
+                 f"{_pct(1 - (1 - d['level']) / max(m, 1))} %): "
                  + "; ".join(f"`{_arm_label(c['treatment'])}` vs `{_arm_label(c['control'])}`" for c in d["secondary"])
                  + ".")
     return "\n".join(lines + confirm) + "\n"
@@ -969,7 +969,7 @@ def design_figure(design_rows: pd.DataFrame, path=None, what: str = "registered"
     ax.invert_yaxis()  # the primary on top
     ax.set_xlabel(f"paired Δ{table['metric'].iloc[0]} (treatment − control)")
     ax.grid(alpha=0.3, axis="x")
-    levels = ", ".join(f"{r.role} {100 * r.interval_level:.1f} %" for r in table.drop_duplicates("role").itertuples())
+    levels = ", ".join(f"{r.role} {_pct(r.interval_level)} %" for r in table.drop_duplicates("role").itertuples())
     ax.set_title(f"{what} comparisons, {_flip_note(bool(table['flip_test'].iloc[0]))}, n = "
                  f"{table['pairs'].min()}–{table['pairs'].max()} paired seeds\ndots: seeds; diamonds: mean ± interval "
                  f"over seeds ({levels}); thin bars: bootstrap over seeds and images")
@@ -1326,6 +1326,11 @@ def _p_text(name, value) -> str:
     return f"{name} {value:.3f}" if np.isfinite(value) else f"{name} n/a"
 
 
+def _pct(level: float) -> str:
+    """A confidence level in per cent as exactly as it was set (98.75, not 98.8: Bonferroni's levels are not round)."""
+    return f"{100 * level:.4g}"
+
+
 def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
     """One findings line per comparison of a ``design_table``: its estimate, intervals, p-values, verdict and the
     seeds its spread asks for; or what it still waits for."""
@@ -1343,7 +1348,7 @@ def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
                  "paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
         lines.append(
             f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: Δ{r.metric} {r.diff:+.3f} "
-            f"({100 * r.interval_level:.1f} % interval over {r.pairs} paired seed{'s' if r.pairs != 1 else ''} "
+            f"({_pct(r.interval_level)} % interval over {r.pairs} paired seed{'s' if r.pairs != 1 else ''} "
             f"{_interval(r.diff_lo, r.diff_hi)}; over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, "
             f"{_p_text('sign-flip p', r.p_sign_flip)}; {r.control_mean:.3f} → {r.treatment_mean:.3f}): "
             f"**{r.verdict}**.{power}")
@@ -1368,7 +1373,7 @@ def confirmatory_findings(frame: pd.DataFrame, results_dir) -> str:
                      f"{reg['git_commit']}; {when}): the comparisons of `{d['confirms']}` on "
                      f"{d['metric']}, {_flip_note(d['flip_test'])}, seeds {seeds} only; primary at "
                      f"{100 * d['level']:.0f} %, {m} secondary as one Holm family (simultaneous "
-                     f"{100 * (1 - (1 - d['level']) / max(m, 1)):.1f} %). Runs with records: {len(runs)} of "
+                     f"{_pct(1 - (1 - d['level']) / max(m, 1))} %). Runs with records: {len(runs)} of "
                      f"{len(d['run_ids'])}, {int(runs['plateau'].astype(bool).sum())} of them plateaued.")
         lines += _comparison_lines(table, prefix="Confirmatory ")
     return "\n".join(lines) + ("\n" if lines else "")
@@ -1393,7 +1398,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     lines.append(f"- **Design, registered before its runs** ({reg}): primary comparison "
                  + (f"`{_arm_label(prim['treatment'])}` vs `{_arm_label(prim['control'])}`" if prim else "none")
                  + f", {d['metric']}, {flip}, {100 * d['level']:.0f} % interval; {m} secondary comparisons as one "
-                 f"family (Holm-adjusted p, simultaneous intervals at {100 * (1 - (1 - d['level']) / max(m, 1)):.1f} "
+                 f"family (Holm-adjusted p, simultaneous intervals at {_pct(1 - (1 - d['level']) / max(m, 1))} "
                  "%). A direction is claimed only when every run behind it met the plateau criterion and both its "
                  "intervals (over seeds; over seeds and val images) exclude zero.")
     plateaued = int(runs["plateau"].astype(bool).sum())
@@ -1563,7 +1568,7 @@ def alignment_findings(frame: pd.DataFrame, flip_test: bool = True, level: float
         p_holm = stats.holm([stats.t_test(d) for d in diff["d_AP_per_seed"]])
         lines.append(f"- **Family**: the {m} paired comparisons with the baseline below (flip test "
                      f"{'on' if flip_test else 'off'}); p-values Holm-adjusted over them, intervals simultaneous "
-                     f"(Bonferroni, each at {100 * (1 - (1 - level) / m):.1f} %).")
+                     f"(Bonferroni, each at {_pct(1 - (1 - level) / m)} %).")
     for i, (_, d) in enumerate(diff.iterrows()):
         size = sub.loc[(sub["alignment"] == d["alignment"]) & (sub["size"] == d["size"]), "input_size"].iloc[0]
         head = f"- **{d['alignment']}** ({d['model']}, {d['size']} nominal, run at {size}): ΔAP {d['d_AP']:+.3f}"
