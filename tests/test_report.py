@@ -104,12 +104,12 @@ def test_a_comparison_with_runs_still_learning_makes_no_claim(tmp_path):
 def test_render_all_writes_every_table_and_figure(results, tmp_path):
     register(results)
     shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
-    assert set(shown) == set(report.TABLES) - report.CONFIRMATORY_OUTPUTS, "no confirmatory design: nothing to show"
-    assert not list(tmp_path.glob("*/*confirmatory*"))
+    assert set(shown) == set(report.TABLES) - report.OWN_FAMILY_OUTPUTS, "no own-family design: nothing to show"
+    assert not list(tmp_path.glob("*/*own_family*"))
     for name in shown:
         for ext in ("md", "csv", "tex"):
             assert (tmp_path / "tables" / f"{name}.{ext}").stat().st_size > 50
-    for name in set(report.FIGURES) - report.CONFIRMATORY_OUTPUTS:
+    for name in set(report.FIGURES) - report.OWN_FAMILY_OUTPUTS:
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 5000
     with pytest.raises(ValueError, match="unknown table 'mian'; the tables are"):
         report.table("mian", None, results, tmp_path)
@@ -508,16 +508,16 @@ def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, 
     d = report.design(results)
     assert d["metric"] == "AP" and len(d["secondary"]) == 3, "the study's design as registered"
     frame = report.load_runs(results)
-    table = report.confirmatory_table(frame, results).set_index("role")
+    table = report.own_family_table(frame, results).set_index("role")
     primary = table.loc["primary"]
     assert primary["design"] == "c" and primary["metric"] == "epe_px"
     assert primary["pairs"] == 2, "seeds 1 and 2: seed 0 has runs, but not registered ones; seed 3 is not trained"
     assert primary["diff"] == pytest.approx(-1.0) and primary["verdict"].startswith("lower")
     assert table.loc["secondary", "level"] == pytest.approx(0.95), "a family of one"
     assert table.loc["primary", "seeds_80pct"] == 2, "a count (1.0 would print as 1.00)"
-    shown = report.formatted(report.confirmatory_table(frame, results)).set_index("role")
+    shown = report.formatted(report.own_family_table(frame, results)).set_index("role")
     assert shown.loc["primary", "seeds_80pct"] == "2"
-    text = report.confirmatory_findings(frame, results)
+    text = report.own_family_findings(frame, results)
     assert "seeds [1, 2, 3] only" in text and "Runs with records: 6 of 9" in text
     assert "the comparisons of `t` on epe_px" in text
     assert "**Confirmatory primary: `ufpa 97x65` vs `baseline 96x64`**: Δepe_px -1.000" in text
@@ -526,12 +526,12 @@ def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, 
     assert "(confirmatory: the comparisons of `t` on epe_px" in stated
     assert stated.index("**Secondary family**") < stated.index("confirmatory"), "the study's design first"
     shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
-    fig = report.design_figure(report.confirmatory_rows(frame, results), what="confirmatory")
-    assert fig.axes[0].get_title().startswith("confirmatory comparisons, flip test off, n = 2–2 paired seeds")
-    assert "no confirmatory design" in report.design_figure(pd.DataFrame(), what="confirmatory").axes[0].texts[0] \
+    fig = report.design_figure(report.own_family_rows(frame, results), what="own-family")
+    assert fig.axes[0].get_title().startswith("own-family comparisons, flip test off, n = 2–2 paired seeds")
+    assert "no own-family design" in report.design_figure(pd.DataFrame(), what="own-family").axes[0].texts[0] \
         .get_text()
-    assert len(shown["confirmatory"]) == 2 and "Confirmatory designs" in (tmp_path / "tables" /
-                                                                          "confirmatory.md").read_text()
+    assert len(shown["own_family"]) == 2 and "confirmatory designs" in (tmp_path / "tables" /
+                                                                        "own_family.md").read_text()
 
 
 def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(tmp_path):
@@ -556,7 +556,7 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     records.write_record(folder / "design" / "c.json", "design", {"profile": "c", **confirm},
                          {"arms": arms, "comparisons": sweep.comparisons(confirm)})
     frame = report.load_runs(folder)
-    rows = report.confirmatory_rows(frame, folder).set_index("treatment")
+    rows = report.own_family_rows(frame, folder).set_index("treatment")
     primary, any_, waiting = (rows.loc[f"{a} udp"] for a in ("ufpa 97x65", "ufpa_any 96x64", "bilinear 96x64"))
     assert primary["pairs"] == 3 and primary["diff"] == pytest.approx(-0.8)  # seeds 1-3: -0.9, -0.8, -0.7
     assert primary["diff_lo"] < -0.8 < primary["diff_hi"] < 0 and primary["verdict"].startswith("lower")
@@ -565,13 +565,45 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     assert not waiting["ready"]
     assert waiting["verdict"].startswith("awaiting runs: baseline 96x64 3/3, bilinear 96x64 0/3")
     assert report._registered_runs(folder) == {}, "the study registered no run ids; the confirmatory ones stay apart"
-    text = report.confirmatory_findings(frame, folder)
+    text = report.own_family_findings(frame, folder)
     assert "9 of its records were written no later than it registered: not a held-out test" in text  # fakes came first
     assert "Confirmatory secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text
     assert primary["verdict"] == "lower (its intervals exclude zero)", "all registered seeds in: the design's answer"
     (folder / "runs" / "hrnet_w8_tiny-ufpa-96x64-udp-s3-00000000.json").unlink()  # one registered seed still out
-    rows = report.confirmatory_rows(report.load_runs(folder), folder).set_index("treatment")
+    rows = report.own_family_rows(report.load_runs(folder), folder).set_index("treatment")
     assert rows.loc["ufpa 97x65 udp", "verdict"].endswith("; interim: 2 of 3 registered seeds)")
+
+
+def test_a_design_of_its_own_family_on_another_metric_stands_beside_the_study(results):
+    """``family: own`` (e.g. a codec axis judged on EPE in a study registered on AP): not merged into the study's
+    family, not refused for its metric, no primary needed, no held-out claim for runs it shares with the study."""
+    from ufpa import sweep
+
+    register(results)  # the study's design: AP, flip test on, 3 secondary comparisons
+    own = {"family": "own", "metric": "epe_px", "flip_test": False, "level": 0.95,
+           "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp", "name": "a"},
+                         {"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp", "name": "b"}]}
+    arms = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in (0, 1, 2)]
+            for a, size in (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"))}
+    records.write_record(results / "design" / "o.json", "design", {"profile": "o", **own},
+                         {"arms": arms, "comparisons": sweep.comparisons(own)})
+    d = report.design(results)
+    assert d["metric"] == "AP" and len(d["secondary"]) == 3, "the study's family is as it registered"
+    assert report._registered_runs(results) == {}, "the study registered no run ids; its arms stay apart"
+    frame = report.load_runs(results)
+    table = report.own_family_table(frame, results)
+    assert list(table["design"]) == ["o", "o"] and set(table["metric"]) == {"epe_px"}
+    assert list(table["role"]) == ["secondary", "secondary"]
+    assert table["level"].tolist() == pytest.approx([0.975, 0.975]), "simultaneous over its own 2, not the study's"
+    text = report.own_family_findings(frame, results)
+    assert "**Design `o`, its own family** (registered" in text and "its comparisons on epe_px" in text
+    assert "no primary, 2 secondary as one Holm family (simultaneous 97.5 %)" in text
+    assert "of runs it shares with other designs, were written before it" in text and "held-out" not in text
+    assert "**`o` secondary: `ufpa 97x65` vs `baseline 96x64`**: Δepe_px" in text
+    stated = report.design_markdown(results)
+    assert "- Profile **o** (its own family, on epe_px and its own runs only, below)," in stated
+    findings = report.design_findings(frame, results)
+    assert "The confirmatory design" not in findings, "it confirms nothing"
 
 
 def test_the_power_table_sizes_seeds_from_a_pilot(results):

@@ -85,6 +85,29 @@ def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):
         sweep.check_design(doc, fewer)
 
 
+def test_a_design_joins_the_folders_study_only_at_its_setting_else_it_is_its_own_family(tmp_path):
+    """A profile registered in a folder that holds a study joins that study's Holm family, so it must share its metric,
+    flip setting and level: another metric is refused before anything trains (the report could not pool it), and
+    ``family: own`` registers it as its own family."""
+    markers = {**sweep.load_grid(ROOT / "profiles" / "cpu_markers.yaml"), "reports": str(tmp_path)}
+    controls = {**sweep.load_grid(ROOT / "profiles" / "cpu_markers_controls.yaml"), "reports": str(tmp_path)}
+    sweep.register_design(markers, sweep.expand(markers, reports=str(tmp_path)))
+    runs = sweep.expand(controls, reports=str(tmp_path))
+    on_epe = {**controls, "design": {**controls["design"], "metric": "epe_found_px"}}
+    with pytest.raises(ValueError, match="would join the study registered in .*cpu_markers.json \\(AP, flip test "
+                                         "False, level 0.95\\).* give it `family: own`"):
+        sweep.register_design(on_epe, runs)
+    assert not (tmp_path / "results" / "design" / "cpu_markers_controls.json").exists(), "nothing registered"
+    own = {**on_epe, "design": {**on_epe["design"], "family": "own"}}
+    rec = records.read_record(sweep.register_design(own, runs), kind="design")
+    assert rec["config"]["family"] == "own" and rec["config"]["metric"] == "epe_found_px"
+    for bad in ({"family": "mine"}, {"family": "own", "confirms": "cpu_markers"}):
+        with pytest.raises(ValueError, match="family must be 'own'"):
+            sweep.check_design({**controls, "design": {**controls["design"], **bad}}, runs)
+    joined = {**controls, "name": "joins"}  # the same setting as the study's: joins its family
+    assert records.read_record(sweep.register_design(joined, runs), kind="design")["config"]["metric"] == "AP"
+
+
 def test_a_confirmatory_design_registers_only_before_any_of_its_runs_starts(tmp_path, monkeypatch):
     """cpu_markers_localisation tests cpu_markers' exploratory localisation result on seeds not yet trained: the same
     runs and comparisons, another metric; once one of its runs has started (or has a record) it can no longer

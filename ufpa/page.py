@@ -148,8 +148,9 @@ def _converged(results_dir) -> str:
 # `python -m ufpa report --tables-only --profile profiles/cpu_markers.yaml`): file stem -> what it shows
 MARKERS_FIGURES = {
     "06_design": "its registered comparisons that have an estimate (two paired seeds or more)",
-    "06_confirmatory": "the confirmatory design's comparisons (end-point error on found keypoints, held-out seeds "
-                       "3-6) that have an estimate",
+    "06_own_family": "the designs judged as their own family that have an estimate: the confirmatory design's "
+                     "comparisons (end-point error on found keypoints, held-out seeds 3-6) and, once registered, the "
+                     "codec axis's",
     "06_learning_curves": "its learning curves and the learning rate",
     "06_per_joint": "per joint: end-point error on found keypoints, and how often a joint lies nearer its partner's "
                     "truth",

@@ -267,18 +267,30 @@ def _confirms(rec: dict) -> str | None:
     return rec["config"].get("confirms")
 
 
+def _own_family(rec: dict) -> bool:
+    """Whether a design record is judged as its own family beside the study's: a confirmatory design (``confirms``)
+    or one registered with ``family: own`` (e.g. on another metric). Its comparisons never join the study's family."""
+    return bool(_confirms(rec)) or rec["config"].get("family") == "own"
+
+
+def _family_level(d: dict) -> float:
+    """The level of each of a design's secondary intervals: Bonferroni over its family, 1 - (1 - level) / m."""
+    return 1 - (1 - d["level"]) / max(len(d["secondary"]), 1)
+
+
 def design(results_dir) -> dict | None:
-    """The study's design from every registered one (confirmatory designs apart: ``confirmatory_designs``): their
+    """The study's design from every registered one (own-family designs apart: ``own_family_designs``): their
     common setting (metric, flip test, level), the primary comparison (at most one across designs) and the secondary
     comparisons as one family (each once), with the profiles and registration times. None when nothing is
     registered."""
-    recs = [r for r in design_records(results_dir) if not _confirms(r)]
+    recs = [r for r in design_records(results_dir) if not _own_family(r)]
     if not recs:
         return None
     settings = {(r["config"]["metric"], r["config"]["flip_test"], r["config"]["level"]) for r in recs}
     if len(settings) > 1:
         raise ValueError(f"{results_dir}/design: the registered designs disagree on metric, flip test or level "
-                         f"({sorted(settings)}): one study has one; give the others their own reports folder")
+                         f"({sorted(settings)}): one study has one; register the others with `family: own` (each "
+                         "its own family) or in their own reports folder")
     metric, flip, level = settings.pop()
     primary, secondary, seen = [], [], set()
     for r in recs:
@@ -295,7 +307,7 @@ def design(results_dir) -> dict | None:
 
 
 def _study(recs: list[dict], metric: str, flip: bool, level: float, primary: list, secondary: list) -> dict:
-    """The shape ``design`` and ``confirmatory_designs`` share: setting, comparisons, and when each record
+    """The shape ``design`` and ``own_family_designs`` share: setting, comparisons, and when each record
     registered."""
     return {"metric": metric, "flip_test": flip, "level": level, "primary": primary[0] if primary else None,
             "secondary": secondary,
@@ -303,21 +315,22 @@ def _study(recs: list[dict], metric: str, flip: bool, level: float, primary: lis
                             "git_commit": r["provenance"]["git_commit"][:10]} for r in recs]}
 
 
-def confirmatory_designs(results_dir) -> list[dict]:
-    """The confirmatory designs registered in ``results_dir/design/`` (a profile with ``confirms``: an exploratory
-    result of another profile tested on runs that had no record when it registered), each its own study with the
-    shape ``design`` returns plus ``confirms``, ``arms`` (arm -> its registered run ids) and ``run_ids``: only those
-    runs count for it."""
+def own_family_designs(results_dir) -> list[dict]:
+    """The designs registered in ``results_dir/design/`` that are judged as their own family: confirmatory ones (a
+    profile with ``confirms``: an exploratory result of another profile tested on runs that had no record when it
+    registered) and ``family: own`` ones (e.g. a codec axis on another metric than the study's). Each is its own study
+    with the shape ``design`` returns plus ``confirms`` (None for ``family: own``), ``arms`` (arm -> its registered
+    run ids) and ``run_ids``: only those runs count for it."""
     out = []
     for rec in design_records(results_dir):
-        if not _confirms(rec):
+        if not _own_family(rec):
             continue
         cfg, comps = rec["config"], rec["results"]["comparisons"]
         primary = [{**c, "profile": cfg["profile"]} for c in comps if c["role"] == "primary"]
         arms = rec["results"]["arms"]
         secondary = [{**c, "profile": cfg["profile"]} for c in comps if c["role"] != "primary"]
         out.append({**_study([rec], cfg["metric"], cfg["flip_test"], cfg["level"], primary, secondary),
-                    "confirms": cfg["confirms"], "profile": cfg["profile"], "arms": arms,
+                    "confirms": cfg.get("confirms"), "profile": cfg["profile"], "arms": arms,
                     "run_ids": {i for ids in arms.values() for i in ids}})
     return out
 
@@ -354,6 +367,9 @@ def design_markdown(results_dir) -> str:
             confirm.append(line.replace("**,", f"** (confirmatory: the comparisons of `{_confirms(rec)}` on "
                                                f"{rec['config']['metric']}, on its own runs only; its own family, "
                                                "below),", 1))
+        elif _own_family(rec):
+            confirm.append(line.replace("**,", f"** (its own family, on {rec['config']['metric']} and its own runs "
+                                               "only, below),", 1))
         else:
             lines.append(line)
     p = d["primary"]
@@ -362,7 +378,7 @@ def design_markdown(results_dir) -> str:
                  + f", {d['metric']}, {_flip_note(d['flip_test'])}, {100 * d['level']:.0f} % interval.")
     m = len(d["secondary"])
     lines.append(f"- **Secondary family** ({m}; Holm-adjusted p, simultaneous intervals at "
-                 f"{_pct(1 - (1 - d['level']) / max(m, 1))} %): "
+                 f"{_pct(_family_level(d))} %): "
                  + "; ".join(f"`{_arm_label(c['treatment'])}` vs `{_arm_label(c['control'])}`" for c in d["secondary"])
                  + ".")
     return "\n".join(lines + confirm) + "\n"
@@ -479,18 +495,17 @@ def _verdict(row: dict) -> str:
 def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dict | None = None) -> pd.DataFrame:
     """The registered design's comparisons at its metric and flip setting: the primary at the design's level, the
     secondary family with Holm-adjusted p-values and simultaneous intervals (Bonferroni: each at 1 - (1 - level) /
-    m), and each one's verdict (``_verdict``). ``d``: a confirmatory design (``confirmatory_designs``), judged on its
+    m), and each one's verdict (``_verdict``). ``d``: an own-family design (``own_family_designs``), judged on its
     own registered runs only; default the study's design. Empty when no design is registered."""
     d = design(results_dir) if d is None else d
     if d is None:
         return pd.DataFrame()
-    if "run_ids" in d:  # a confirmatory design: the runs nobody had seen when it registered, and no others
+    if "run_ids" in d:  # an own-family design: the runs it registered, and no others
         frame = frame[frame["run_id"].isin(d["run_ids"])]
     rows = []
-    m = len(d["secondary"])
     registered = _registered_runs(results_dir) if "arms" not in d else {a: set(i) for a, i in d["arms"].items()}
     for role, comps, lvl in (("primary", [d["primary"]] if d["primary"] else [], d["level"]),
-                             ("secondary", d["secondary"], 1 - (1 - d["level"]) / max(m, 1))):
+                             ("secondary", d["secondary"], _family_level(d))):
         family = [(compare_arms(frame, results_dir, c["control"], c["treatment"], d["metric"], d["flip_test"],
                                 d["level"], lvl, resamples) if _paired_seeds(frame, c, d["flip_test"]) >= 2
                    else _awaiting(frame, c, d, lvl, registered)) | {"role": role, "name": c["name"],
@@ -519,10 +534,10 @@ def _paired_seeds(frame: pd.DataFrame, comparison: dict, flip_test: bool) -> int
 
 def _registered_runs(results_dir) -> dict:
     """Arm -> the run ids the study's registered designs name for it (how many runs a comparison waits for; a
-    confirmatory design counts its own, ``design_table``)."""
+    design of its own family counts its own, ``design_table``)."""
     out: dict = {}
     for rec in design_records(results_dir):
-        if _confirms(rec):
+        if _own_family(rec):
             continue
         for arm, ids in rec["results"]["arms"].items():
             out.setdefault(arm, set()).update(ids)
@@ -946,7 +961,7 @@ def design_figure(design_rows: pd.DataFrame, path=None, what: str = "registered"
     """The registered comparisons with an estimate (``design_table``'s ready rows) as a forest plot, one row each
     (names on the left, so any number of them reads): each seed's paired difference (dots), the mean with its
     (corrected) interval over seeds (diamond) and the hierarchical bootstrap over seeds and images (thin bar below
-    it). ``what`` names the design in the title ("confirmatory" for ``confirmatory_table``'s)."""
+    it). ``what`` names the design in the title ("own-family" for ``own_family_rows``)."""
     table = ready(design_rows)
     fig, ax = plt.subplots(figsize=(10, 1.2 + 0.55 * max(len(table), 1)), constrained_layout=True)
     if table.empty:
@@ -1355,27 +1370,34 @@ def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
     return lines
 
 
-def confirmatory_findings(frame: pd.DataFrame, results_dir) -> str:
-    """Each confirmatory design's findings (Markdown; empty without one): what it tests and when it registered, its
-    runs so far and their convergence, and each comparison as ``_comparison_lines`` words it. Its verdicts are the
-    only ones that may call an exploratory result of the design it confirms a finding."""
+def own_family_findings(frame: pd.DataFrame, results_dir) -> str:
+    """Each own-family design's findings (Markdown; empty without one): what it tests and when it registered, its
+    runs so far and their convergence, and each comparison as ``_comparison_lines`` words it. A confirmatory design's
+    verdicts are the only ones that may call an exploratory result of the design it confirms a finding."""
     lines = []
-    for d in confirmatory_designs(results_dir):
+    for d in own_family_designs(results_dir):
         table = _cached(frame, results_dir, d)
         runs = frame[frame["run_id"].isin(d["run_ids"]) & (frame["flip_test"] == d["flip_test"])]
         reg = d["registered"][0]
         seeds = sorted({int(re.search(r"-s(\d+)-[0-9a-f]+$", i).group(1)) for i in d["run_ids"]})  # train.run_id
         m = len(d["secondary"])
         early = sorted(runs.loc[runs["time_utc"] <= reg["time_utc"], "run_id"])  # to the second: a tie is early
-        when = (f"{len(early)} of its records were written no later than it registered: not a held-out test"
-                if early else "every record of its runs written after it")
-        lines.append(f"- **Confirmatory design `{d['profile']}`** (registered {reg['time_utc']} at commit "
-                     f"{reg['git_commit']}; {when}): the comparisons of `{d['confirms']}` on "
-                     f"{d['metric']}, {_flip_note(d['flip_test'])}, seeds {seeds} only; primary at "
-                     f"{100 * d['level']:.0f} %, {m} secondary as one Holm family (simultaneous "
-                     f"{_pct(1 - (1 - d['level']) / max(m, 1))} %). Runs with records: {len(runs)} of "
-                     f"{len(d['run_ids'])}, {int(runs['plateau'].astype(bool).sum())} of them plateaued.")
-        lines += _comparison_lines(table, prefix="Confirmatory ")
+        if d["confirms"]:
+            when = (f"{len(early)} of its records were written no later than it registered: not a held-out test"
+                    if early else "every record of its runs written after it")
+            what = (f"**Confirmatory design `{d['profile']}`** (registered {reg['time_utc']} at commit "
+                    f"{reg['git_commit']}; {when}): the comparisons of `{d['confirms']}` on")
+        else:  # runs it shares with another design may have records from before it: it claims no held-out test
+            when = (f"{len(early)} of its records, of runs it shares with other designs, were written before it"
+                    if early else "every record of its runs written after it")
+            what = (f"**Design `{d['profile']}`, its own family** (registered {reg['time_utc']} at commit "
+                    f"{reg['git_commit']}; {when}): its comparisons on")
+        primary = f"primary at {100 * d['level']:.0f} %, " if d["primary"] else "no primary, "
+        lines.append(f"- {what} {d['metric']}, {_flip_note(d['flip_test'])}, seeds {seeds} only; {primary}{m} "
+                     f"secondary as one Holm family (simultaneous {_pct(_family_level(d))} %). Runs with records: "
+                     f"{len(runs)} of {len(d['run_ids'])}, {int(runs['plateau'].astype(bool).sum())} of them "
+                     "plateaued.")
+        lines += _comparison_lines(table, prefix="Confirmatory " if d["confirms"] else f"`{d['profile']}` ")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
@@ -1398,7 +1420,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     lines.append(f"- **Design, registered before its runs** ({reg}): primary comparison "
                  + (f"`{_arm_label(prim['treatment'])}` vs `{_arm_label(prim['control'])}`" if prim else "none")
                  + f", {d['metric']}, {flip}, {100 * d['level']:.0f} % interval; {m} secondary comparisons as one "
-                 f"family (Holm-adjusted p, simultaneous intervals at {_pct(1 - (1 - d['level']) / max(m, 1))} "
+                 f"family (Holm-adjusted p, simultaneous intervals at {_pct(_family_level(d))} "
                  "%). A direction is claimed only when every run behind it met the plateau criterion and both its "
                  "intervals (over seeds; over seeds and val images) exclude zero.")
     plateaued = int(runs["plateau"].astype(bool).sum())
@@ -1437,7 +1459,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                          f"{_interval(r.diff_lo, r.diff_hi)} over seeds, {_interval(r.boot_lo, r.boot_hi)} over "
                          "seeds and images)" for r in lp.itertuples() if np.isfinite(r.diff))
         if text:
-            tested = [f"`{c['profile']}`" for c in confirmatory_designs(results_dir)]
+            tested = [f"`{c['profile']}`" for c in own_family_designs(results_dir) if c["confirms"]]
             lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}."
                          + (f" The confirmatory design ({', '.join(tested)}, below) tests this on runs it registered "
                             "before they started; only its verdicts can make it a finding." if tested else ""))
@@ -1653,10 +1675,11 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
                         "offset (mean over seeds, its SD over seeds, the mean SD within a run over positions and val "
                         "crops), the RMS shift before and after, and the share removed (mean, min, max over seeds). "
                         "Border: one coarse sample at each end."),
-    "confirmatory": (lambda f, r, flip=True: confirmatory_table(f, r),
-                     "Confirmatory designs: the comparisons of the design each confirms, at its own metric and flip "
-                     "setting, on the runs it registered before any of them had a record (and no others); intervals, "
-                     "p-values and verdicts as in the design table (lower is better for an error in px)."),
+    "own_family": (lambda f, r, flip=True: own_family_table(f, r),
+                   "Designs judged as their own family, each at its own metric and flip setting on the runs it "
+                   "registered (and no others): confirmatory designs (the comparisons of the design each confirms, "
+                   "on runs that had no record when it registered) and `family: own` designs (e.g. the codec axis); "
+                   "intervals, p-values and verdicts as in the design table (lower is better for an error in px)."),
     "localisation_comparisons": (lambda f, r, flip=True: localisation_comparisons(f, r, flip),
                                  "The registered comparisons on the localisation metrics: exploratory (95 %, "
                                  "uncorrected, not in the family), with the bootstrap over seeds and images."),
@@ -1666,7 +1689,7 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
     "06_accuracy_by_arm": lambda f, r, flip=True: accuracy_by_arm(f, flip),
     "06_design": lambda f, r, flip=True: design_figure(cached_design_table(f, r)),  # the design's flip setting
-    "06_confirmatory": lambda f, r, flip=True: design_figure(confirmatory_rows(f, r), what="confirmatory"),
+    "06_own_family": lambda f, r, flip=True: design_figure(own_family_rows(f, r), what="own-family"),
     "06_gain_by_epoch": lambda f, r, flip=True: gain_by_epoch_figure(design_gains(r)),  # learning curve: no flip
     "06_per_joint": lambda f, r, flip=True: per_joint_figure(r, flip),
     "06_misalignment_and_gain": lambda f, r, flip=True: misalignment_and_gain(f, ready(cached_design_table(f, r)),
@@ -1677,7 +1700,7 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
 }
 
 
-CONFIRMATORY_OUTPUTS = {"confirmatory", "06_confirmatory"}  # drawn only where a confirmatory design is registered
+OWN_FAMILY_OUTPUTS = {"own_family", "06_own_family"}  # drawn only where an own-family design is registered
 _DESIGN_CACHE: dict = {}
 
 
@@ -1698,17 +1721,17 @@ def _cached(frame: pd.DataFrame, results_dir, d: dict | None) -> pd.DataFrame:
     return _DESIGN_CACHE[key]
 
 
-def confirmatory_rows(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
-    """Every confirmatory design's ``design_table``, one after the other (empty without one)."""
-    parts = [_cached(frame, results_dir, d) for d in confirmatory_designs(results_dir)]
+def own_family_rows(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """Every own-family design's ``design_table``, one after the other (empty without one)."""
+    parts = [_cached(frame, results_dir, d) for d in own_family_designs(results_dir)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def confirmatory_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
-    """Every confirmatory design's comparisons (``design_summary`` of each, on its own runs), with the profile and
-    the metric; empty without one."""
+def own_family_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
+    """Every own-family design's comparisons (``design_summary`` of each, on its own runs), with the profile and the
+    metric; empty without one."""
     parts = [design_summary(_cached(frame, results_dir, d)).assign(design=d["profile"], metric=d["metric"])
-             for d in confirmatory_designs(results_dir)]
+             for d in own_family_designs(results_dir)]
     if not parts:
         return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True)
@@ -1746,7 +1769,7 @@ def render_all(results_dir, tables_dir, figures_dir, flip_test: bool = True) -> 
     """Every table and figure of the study from ``results_dir`` (one flip-test setting for all); returns the shown
     tables by name."""
     frame = load_runs(results_dir)
-    skip = set() if confirmatory_designs(results_dir) else CONFIRMATORY_OUTPUTS  # nothing to show, no file
+    skip = set() if own_family_designs(results_dir) else OWN_FAMILY_OUTPUTS  # nothing to show, no file
     out = {name: table(name, frame, results_dir, tables_dir, flip_test) for name in TABLES if name not in skip}
     for name in FIGURES:
         if name not in skip:
@@ -1873,9 +1896,9 @@ def converged_summary(results_dir, study: str = CONVERGED) -> str:
         frame = load_runs(folder)
         table = design_summary(cached_design_table(frame, folder))
         lines += [markdown(formatted(table, DIGITS)).rstrip("\n"), "", design_findings(frame, folder)]
-        confirm = confirmatory_table(frame, folder)
-        if len(confirm):
-            lines += [markdown(formatted(confirm, DIGITS)).rstrip("\n"), "", confirmatory_findings(frame, folder)]
+        own = own_family_table(frame, folder)
+        if len(own):
+            lines += [markdown(formatted(own, DIGITS)).rstrip("\n"), "", own_family_findings(frame, folder)]
     return "\n".join(lines)
 
 

@@ -58,7 +58,7 @@ GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports", "design")
 # The report's columns a design may name as its metric (each run's value at the design's flip setting).
 DESIGN_METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "epe_found_px", "found_rate", "swap_rate", "pck_0.01",
                   "pck_0.02", "pck_0.05")
-DESIGN_KEYS = ("metric", "flip_test", "level", "primary", "decomposition", "secondary", "confirms")
+DESIGN_KEYS = ("metric", "flip_test", "level", "primary", "decomposition", "secondary", "confirms", "family")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -202,6 +202,10 @@ def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
     if "confirms" in design and not (isinstance(design["confirms"], str) and design["confirms"]):
         raise ValueError(f"{where}: confirms must name the profile whose exploratory result this design tests on "
                          f"runs not yet trained (got {design['confirms']!r})")
+    if "family" in design and (design["family"] != "own" or design.get("confirms")):
+        raise ValueError(f"{where}: family must be 'own' (the design is judged as its own Holm family, on its own "
+                         "metric and runs, beside the study's) or left out (its comparisons join the study's family); "
+                         f"a confirmatory design is its own family already (got {design['family']!r})")
     seeds: dict = {}
     for cfg in runs:
         seeds.setdefault(arm(cfg), set()).add(cfg.seed)
@@ -225,7 +229,8 @@ def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
     pre-registration, with its time and commit. A design already registered stays as it was; a different one is
     refused (changing the plan after seeing results is not pre-registration). A confirmatory design (``confirms``: a
     profile whose exploratory result it tests) registers only while none of its runs has a record: it is judged on
-    runs nobody had seen when it was written."""
+    runs nobody had seen when it was written. A design that joins the folder's study (neither ``confirms`` nor
+    ``family: own``) must have its metric, flip setting and level: one family, one setting."""
     design = check_design(doc, runs)
     arms: dict = {}
     for cfg in runs:
@@ -241,6 +246,16 @@ def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
                              "the new design its own profile name (or reports folder), or delete that record "
                              "knowingly")
         return path
+    if not (design.get("confirms") or design.get("family")):  # joins the folder's study: one setting for its family
+        setting = (design["metric"], design["flip_test"], design["level"])
+        for other in sorted(path.parent.glob("*.json")):
+            cfg = records.read_record(other, kind="design")["config"]
+            if not (cfg.get("confirms") or cfg.get("family")) and \
+                    (cfg["metric"], cfg["flip_test"], cfg["level"]) != setting:
+                raise ValueError(f"profile {doc['name']!r}: its design ({setting[0]}, flip test {setting[1]}, level "
+                                 f"{setting[2]}) would join the study registered in {other} ({cfg['metric']}, flip "
+                                 f"test {cfg['flip_test']}, level {cfg['level']}), and one family has one setting: "
+                                 "give it `family: own` (its own Holm family) or its own reports folder")
     if design.get("confirms"):
         confirmed = path.with_name(f"{design['confirms']}.json")
         if not confirmed.is_file():
