@@ -119,6 +119,21 @@ def test_size_free_variants_accept_any_size():
         assert model(torch.randn(1, 3, 250, 190)).shape[-2:] == (63, 48)
 
 
+@pytest.mark.parametrize("size", [(97, 65), (129, 97)])
+def test_at_32m_plus_1_size_free_alignment_is_ufpa_with_zero_padding(size):
+    """At 32m+1 both grids put output sample o at x = o/2 and ``ufpa_any`` pads with zeros, so the two are one
+    network: the converged controls' `ufpa_any 97x65` s0 repeated `ufpa-zerospad 97x65` s0 bit for bit."""
+    torch.manual_seed(3)
+    a = create_model("hrnet_w8_tiny", alignment="ufpa_any", input_size=size)
+    torch.manual_seed(3)
+    b = create_model("hrnet_w8_tiny", alignment="ufpa", padding="zeros", input_size=size)
+    x = torch.randn(2, 3, *size)
+    assert torch.equal(a(x), b(x))
+    c = create_model("hrnet_w8_tiny", alignment="ufpa", input_size=size)  # its own replicate padding
+    c.load_state_dict(b.state_dict())
+    assert not torch.equal(c(x), b(x)), "replicate padding changes the border"
+
+
 def test_cpu_forward_is_deterministic():
     torch.manual_seed(1)
     a = create_model("hrnet_w8_tiny", input_size=(128, 96))
