@@ -238,10 +238,44 @@ def test_only_hrnet_builds_it():
 def test_audit_sees_the_same_fusions_as_with_the_udp_head(alignment, size):
     cols = ["module", "operand", "axis", "stride", "up_levels", "max_abs_px", "mean_abs_px", "border_max_abs_px"]
     tables = [audit(create_model("hrnet_w8_tiny", alignment=alignment, head=head, input_size=size), size)[cols]
-              for head in ("udp", "ufpa_official")]
-    assert tables[0].equals(tables[1])
+              for head in ("udp", "ufpa_official", "wide_heatmap")]
+    assert tables[0].equals(tables[1]) and tables[0].equals(tables[2])
     if alignment == "ufpa":
         assert tables[1].max_abs_px.max() == 0 and tables[1].border_max_abs_px.max() == 0
+
+
+@pytest.mark.parametrize("alignment", ALIGNMENTS)
+def test_wide_heatmap_is_the_official_network_with_a_heatmap_head(alignment):
+    size = (129, 97) if alignment == "ufpa" else (128, 96)
+    wide, official_head, narrow = (create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head=head,
+                                                input_size=size) for head in ("wide_heatmap", "ufpa_official", "heatmap"))
+
+    def body(model):
+        return {k: v.shape for k, v in model.state_dict().items() if not k.startswith("head.")}
+
+    assert body(wide) == body(official_head) and body(wide) != body(narrow)
+    channels = wide.spec.widths[0] * UFPAOfficialHead.widen
+    assert tuple(wide.head.conv.weight.shape) == (5, channels, 1, 1)
+    assert n_params(official_head) - n_params(wide) == 2 * 5 * (channels + 1)  # the offsets' rows, not the body
+    y = wide(torch.randn(2, 3, *size))
+    assert y.shape == (2, 5, *wide.output_size())
+    assert repr(wide.output_position_map()) == repr(narrow.output_position_map())
+    with pytest.raises(ValueError, match="only HRNet builds it"):
+        create_model("simplebaseline_r18", head="wide_heatmap")
+
+
+@pytest.mark.parametrize("codec", ["msra", "dark"])
+def test_training_config_pairs_the_wide_heatmap_head_with_heatmap_codecs(codec):
+    cfg = train.TrainConfig(model="hrnet_w8_tiny", alignment="ufpa", head="wide_heatmap", codec=codec)
+    train.validate(cfg)
+    model, decoder, _, _ = train.build(cfg, datasets=False)
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, *train.effective_input_size(cfg))).numpy()
+    assert out.shape[1] == K
+    keypoints, scores = decoder.decode(out)
+    assert keypoints.shape == (1, K, 2) and scores.shape == (1, K)
+    with pytest.raises(ValueError, match="heatmap codecs take 'heatmap' \\(or HRNet's 'wide_heatmap'\\)"):
+        train.validate(train.TrainConfig(**{**vars(cfg), "codec": "udp"}))
 
 
 def test_training_config_pairs_it_with_the_udp_codec():

@@ -30,7 +30,8 @@ def test_profiles_expand_and_validate():
     smoke = sweep.expand(sweep.load_grid(ROOT / "profiles" / "smoke.yaml"))
     assert len(smoke) == 2
     counts = {"pilot": 18, "cpu": 21, "cpu_controls": 42, "cpu_codecs": 28, "cpu_learned": 21, "cpu_converged": 28,
-              "cpu_markers": 28, "cpu_markers_controls": 42, "gpu": 63}
+              "cpu_markers": 28, "cpu_markers_controls": 42, "cpu_markers_codecs": 42, "gpu": 63}
+    metric = {"cpu_markers_codecs": "epe_found_px"}  # registered on localisation: markers' AP cannot resolve it
     for name, count in counts.items():
         doc = sweep.load_grid(ROOT / "profiles" / f"{name}.yaml")
         runs = sweep.expand(doc)
@@ -39,7 +40,7 @@ def test_profiles_expand_and_validate():
             design = sweep.check_design(doc, runs)
             assert {s for c in runs for s in [c.seed]} == set(range(7)), "seeds sized by the pilot: at least 7"
             # markers: a flip swaps the labels and not the joints' colours, so that design reads AP without it
-            assert design["metric"] == "AP" and design["flip_test"] is (not name.startswith("cpu_markers"))
+            assert design["metric"] == metric.get(name, "AP") and design["flip_test"] is (not name.startswith("cpu_markers"))
     cpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
     want = {("baseline", "", (96, 64)), ("ufpa", "zeros", (96, 64)), ("ufpa", "", (96, 64))}
     assert {(c.alignment, c.padding, c.input_size) for c in cpu} == want
@@ -53,6 +54,10 @@ def test_profiles_expand_and_validate():
     markers = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers.yaml"))}
     controls = {sweep.run_id(c) for c in sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers_controls.yaml"))}
     assert len(controls & markers) == 14, "the baseline and zero-padding runs are the markers study's (skipped)"
+    codecs = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers_codecs.yaml"))
+    assert len({sweep.run_id(c) for c in codecs} & markers) == 14, "the udp pair is the markers study's (skipped)"
+    assert {(c.codec, c.head) for c in codecs} == {("udp", "ufpa_official"), ("msra", "wide_heatmap"),
+                                                   ("dark", "wide_heatmap")}, "one network under every codec"
 
 
 def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):

@@ -45,7 +45,7 @@ class TrainConfig:
     # model
     model: str = "hrnet_w8_tiny"  # a ufpa.models preset (ufpa.models.list_models() names them)
     alignment: str = "baseline"  # baseline | bilinear | bilinear_corners | ufpa | ufpa_any | learned
-    head: str = "udp"  # heatmap | udp | sr | duc | ufpa_official (HRNet); udp, ufpa_official pair with codec udp
+    head: str = "udp"  # heatmap | udp | sr | duc | ufpa_official, wide_heatmap (HRNet); udp, ufpa_official: codec udp
     padding: str = ""  # 3x3 conv padding: '' the alignment's own (ufpa: replicate, else zeros) | zeros | replicate
     input_size: tuple[int, int] = (96, 64)  # (H, W) requested; 'ufpa' runs at the next 32m+1 size (e.g. 129x97)
     codec: str = "udp"  # msra | dark | udp | sr
@@ -123,11 +123,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     need(cfg.model in list_models(), f"model={cfg.model!r} is not a ufpa model; choose one of {list_models()}")
     need(cfg.alignment in ALL_ALIGNMENTS, f"alignment={cfg.alignment!r}: choose one of {ALL_ALIGNMENTS}")
-    need(cfg.head in HRNET_HEADS, f"head={cfg.head!r}: choose one of {HRNET_HEADS} ('ufpa_official': HRNet only)")
+    need(cfg.head in HRNET_HEADS,
+         f"head={cfg.head!r}: choose one of {HRNET_HEADS} (ufpa_official, wide_heatmap: HRNet only)")
     need(cfg.codec in list_codecs(), f"codec={cfg.codec!r}: choose one of {list_codecs()}")
     need((cfg.codec == "udp") == (cfg.head in OFFSET_HEADS),
          f"codec={cfg.codec!r} and head={cfg.head!r} do not fit: the udp codec needs head='udp' (or HRNet's "
-         "'ufpa_official') and those heads need codec='udp'")
+         "'ufpa_official') and those heads need codec='udp'; heatmap codecs take 'heatmap' (or HRNet's 'wide_heatmap')")
     need(len(cfg.input_size) == 2 and min(cfg.input_size) >= 32, f"input_size={cfg.input_size}: use (H, W) >= 32")
     for name in ("epochs", "batch_size"):
         need(getattr(cfg, name) >= 1, f"{name}={getattr(cfg, name)}: must be >= 1")

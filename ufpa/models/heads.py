@@ -9,6 +9,8 @@ its output grid in the feature map it reads, so codecs can decode on the exact g
 - ``duc``: EFASNet-style dense upsampling convolution: 3x3 conv to K*r^2 channels and pixel shuffle by r.
 - ``ufpa_official`` (HRNet only): the official UFPA code's head, a 1x1 conv to the ``udp`` layout that reads HRNet's
   last fusion widened to 4*C0 channels (see ``UFPAOfficialHead``).
+- ``wide_heatmap`` (HRNet only): the ``heatmap`` head on that same widened last fusion. Heatmap codecs (msra, dark)
+  then train the network ``ufpa_official`` trains under udp, so a codec comparison is not also a capacity comparison.
 
 Pixel shuffle puts the r sub-pixels of feature sample i at ``i - 1/2 + (t + 1/2)/r`` (``geometry.pixel_shuffle``): with
 features at stride 4 and r = 4 the heatmap pixel o sits at input x = o - 1.5, not o.
@@ -21,7 +23,8 @@ from torch import nn
 from .. import geometry
 
 HEADS = ("heatmap", "udp", "sr", "duc")  # heads every architecture builds
-HRNET_HEADS = HEADS + ("ufpa_official",)  # 'ufpa_official' changes HRNet's last module, so only HRNet builds it
+WIDE_HEADS = ("ufpa_official", "wide_heatmap")  # they widen HRNet's last module, so only HRNet builds them
+HRNET_HEADS = HEADS + WIDE_HEADS
 OFFSET_HEADS = ("udp", "ufpa_official")  # output [K heatmaps, K x-offsets, K y-offsets]: decoded by codec 'udp'
 
 

@@ -40,7 +40,7 @@ from torch import nn
 from .. import geometry
 from ._layers import BN_MOMENTUM, check_input_size, conv3x3, conv_bn, make_resample, padding_mode
 from ._registry import register_model
-from .heads import HRNET_HEADS, UFPAOfficialHead, build_head
+from .heads import HRNET_HEADS, WIDE_HEADS, HeatmapHead, UFPAOfficialHead, build_head
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class HRNet(nn.Module):
         self.transitions = nn.ModuleList()
         self.stages = nn.ModuleList()
         previous = [cin]
-        widen = UFPAOfficialHead.widen if head == "ufpa_official" else 1
+        widen = UFPAOfficialHead.widen if head in WIDE_HEADS else 1
         for stage, n_modules in enumerate(spec.modules):
             widths = spec.widths[: stage + 2]
             self.transitions.append(self._transition(previous, widths, pad))
@@ -187,6 +187,8 @@ class HRNet(nn.Module):
             previous = list(widths)
         if head == "ufpa_official":
             self.head = UFPAOfficialHead(spec.widths[0] * widen, num_keypoints)
+        elif head == "wide_heatmap":
+            self.head = HeatmapHead(spec.widths[0] * widen, num_keypoints)
         else:
             self.head = build_head(head, spec.widths[0], num_keypoints, upscale, pad)
         self.num_keypoints, self.head_kind = num_keypoints, head
