@@ -247,8 +247,9 @@ def test_audit_sees_the_same_fusions_as_with_the_udp_head(alignment, size):
 @pytest.mark.parametrize("alignment", ALIGNMENTS)
 def test_wide_heatmap_is_the_official_network_with_a_heatmap_head(alignment):
     size = (129, 97) if alignment == "ufpa" else (128, 96)
-    wide, official_head, narrow = (create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head=head,
-                                                input_size=size) for head in ("wide_heatmap", "ufpa_official", "heatmap"))
+    wide, official_head, narrow = (
+        create_model("hrnet_w8_tiny", num_keypoints=5, alignment=alignment, head=head, input_size=size)
+        for head in ("wide_heatmap", "ufpa_official", "heatmap"))
 
     def body(model):
         return {k: v.shape for k, v in model.state_dict().items() if not k.startswith("head.")}

@@ -40,7 +40,8 @@ def test_profiles_expand_and_validate():
             design = sweep.check_design(doc, runs)
             assert {s for c in runs for s in [c.seed]} == set(range(7)), "seeds sized by the pilot: at least 7"
             # markers: a flip swaps the labels and not the joints' colours, so that design reads AP without it
-            assert design["metric"] == metric.get(name, "AP") and design["flip_test"] is (not name.startswith("cpu_markers"))
+            assert design["metric"] == metric.get(name, "AP")
+            assert design["flip_test"] is (not name.startswith("cpu_markers"))
     cpu = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu.yaml"))
     want = {("baseline", "", (96, 64)), ("ufpa", "zeros", (96, 64)), ("ufpa", "", (96, 64))}
     assert {(c.alignment, c.padding, c.input_size) for c in cpu} == want
@@ -58,6 +59,8 @@ def test_profiles_expand_and_validate():
     assert len({sweep.run_id(c) for c in codecs} & markers) == 14, "the udp pair is the markers study's (skipped)"
     assert {(c.codec, c.head) for c in codecs} == {("udp", "ufpa_official"), ("msra", "wide_heatmap"),
                                                    ("dark", "wide_heatmap")}, "one network under every codec"
+    codec_design = sweep.check_design(sweep.load_grid(ROOT / "profiles" / "cpu_markers_codecs.yaml"), codecs)
+    assert codec_design["family"] == "own", "on EPE, beside the markers study's AP family, not in it"
 
 
 def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):
