@@ -372,11 +372,14 @@ DESIGN = {"metric": "AP", "flip_test": True, "level": 0.95,
           "secondary": [{"control": "baseline 128x96 udp", "treatment": "ufpa 129x97 udp"}]}
 
 
-def register(results, design=DESIGN, profile="t"):
+def register(results, design=DESIGN, profile="t", arms=None, seeds=()):
+    """A design record as ``sweep.register_design`` writes it; ``arms`` ((alignment, HxW-as-run) pairs) names the
+    fake records' run ids at ``seeds`` for each (none by default)."""
     from ufpa import sweep
 
+    ids = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in seeds] for a, size in arms or ()}
     records.write_record(results / "design" / f"{profile}.json", "design", {"profile": profile, **design},
-                         {"arms": {}, "comparisons": sweep.comparisons(design)})
+                         {"arms": ids, "comparisons": sweep.comparisons(design)})
 
 
 def write_instances(results, run_id, oks, seed=0):
@@ -495,16 +498,12 @@ def test_designs_that_disagree_are_refused(results):
 def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, tmp_path):
     """A design that confirms another (``confirms``) is neither merged into the study's family nor refused for its
     other metric: it has its own table and findings, computed from the runs it registered and no others."""
-    from ufpa import sweep
 
     register(results)  # the study's design: AP, flip test on
     confirm = {"confirms": "t", "metric": "epe_px", "flip_test": False, "level": 0.95,
                "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
                "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}]}
-    arms = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in (1, 2, 3)]
-            for a, size in (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"))}
-    records.write_record(results / "design" / "c.json", "design", {"profile": "c", **confirm},
-                         {"arms": arms, "comparisons": sweep.comparisons(confirm)})
+    register(results, confirm, "c", (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64")), (1, 2, 3))
     d = report.design(results)
     assert d["metric"] == "AP" and len(d["secondary"]) == 3, "the study's design as registered"
     frame = report.load_runs(results)
@@ -538,7 +537,6 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     """Spread in the per-seed differences (a real interval), a second secondary still awaiting its runs (Holm counts
     it as p = 1, its interval is simultaneous over 2), a record written before the registration named, and the
     study's own awaiting counts untouched by the confirmatory arms."""
-    from ufpa import sweep
 
     folder = tmp_path / "results"
     for seed in range(4):
@@ -551,10 +549,8 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
                "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
                "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"},
                              {"control": "baseline 96x64 udp", "treatment": "bilinear 96x64 udp"}]}
-    arms = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in (1, 2, 3)]
-            for a, size in (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"), ("bilinear", "96x64"))}
-    records.write_record(folder / "design" / "c.json", "design", {"profile": "c", **confirm},
-                         {"arms": arms, "comparisons": sweep.comparisons(confirm)})
+    register(folder, confirm, "c", (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"),
+                                    ("bilinear", "96x64")), (1, 2, 3))
     frame = report.load_runs(folder)
     rows = report.own_family_rows(frame, folder).set_index("treatment")
     primary, any_, waiting = (rows.loc[f"{a} udp"] for a in ("ufpa 97x65", "ufpa_any 96x64", "bilinear 96x64"))
@@ -577,16 +573,12 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
 def test_a_design_of_its_own_family_on_another_metric_stands_beside_the_study(results):
     """``family: own`` (e.g. a codec axis judged on EPE in a study registered on AP): not merged into the study's
     family, not refused for its metric, no primary needed, no held-out claim for runs it shares with the study."""
-    from ufpa import sweep
 
     register(results)  # the study's design: AP, flip test on, 3 secondary comparisons
     own = {"family": "own", "metric": "epe_px", "flip_test": False, "level": 0.95,
            "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp", "name": "a"},
                          {"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp", "name": "b"}]}
-    arms = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in (0, 1, 2)]
-            for a, size in (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"))}
-    records.write_record(results / "design" / "o.json", "design", {"profile": "o", **own},
-                         {"arms": arms, "comparisons": sweep.comparisons(own)})
+    register(results, own, "o", (("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64")), (0, 1, 2))
     d = report.design(results)
     assert d["metric"] == "AP" and len(d["secondary"]) == 3, "the study's family is as it registered"
     assert report._registered_runs(results) == {}, "the study registered no run ids; its arms stay apart"
