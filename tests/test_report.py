@@ -417,6 +417,46 @@ def test_the_design_table_corrects_the_family_and_claims_only_what_its_intervals
     assert decomposition.loc["sum of the steps", "verdict"].startswith("chains")
 
 
+def test_a_control_design_splits_a_step_and_the_decomposition_takes_the_finest_chain(results):
+    """The controls register steps that split the primary design's first step (baseline -> corner alignment ->
+    ufpa_any); the decomposition chains through them, and while a control arm lacks a seed the steps sum to the
+    total on the seeds all share, not on each one's own."""
+    register(results)
+    controls = {"metric": "AP", "flip_test": True, "level": 0.95,
+                "decomposition": ["baseline 96x64 udp", "bilinear_corners 96x64 udp", "ufpa_any 96x64 udp"]}
+    register(results, controls, profile="controls", arms=[("baseline", "96x64"), ("bilinear_corners", "96x64")],
+             seeds=(0, 1, 2))
+    for seed in (0, 1):  # seed 2 not trained yet: an interim control
+        fake_record(results, "bilinear_corners", (96, 64), seed, 0.5 + 0.01 * seed + 0.004 * (seed + 1))
+    frame = report.load_runs(results)
+    table = report.design_table(frame, results, resamples=50)
+    chain = report.decomposition_chain(table)
+    assert list(zip(chain["control"], chain["treatment"])) == [
+        ("baseline 96x64 udp", "bilinear_corners 96x64 udp"), ("bilinear_corners 96x64 udp", "ufpa_any 96x64 udp"),
+        ("ufpa_any 96x64 udp", "ufpa 97x65 udp")]
+    dec = report.decomposition_table(table).set_index("part")
+    total, summed = dec.loc["primary (total)"], dec.loc["sum of the steps"]
+    assert total["pairs"] == 3 and total["diff"] == pytest.approx(0.02)  # the registered total, all its seeds
+    assert (dec["shared_seeds"] == 2).all() and total["diff_shared"] == pytest.approx(0.015)  # seeds 0 and 1
+    assert summed["diff_shared"] == pytest.approx(total["diff_shared"]) and summed["pairs"] == 2
+    first = dec.loc["baseline 96x64 udp -> bilinear_corners 96x64 udp"]
+    assert first["diff"] == pytest.approx(0.006) and first["verdict"].endswith("interim: 2 of 3 registered seeds)")
+    assert dec["share_of_total"].isna().all()  # the total is not resolved: no shares of it
+    assert report.step_change(frame, "bilinear_corners 96x64 udp", "ufpa_any 96x64 udp") == \
+        "upsampling bilinear_corners → aligned"
+    assert report.step_change(frame, "ufpa_any 96x64 udp", "ufpa 97x65 udp") == \
+        "upsampling aligned → bilinear_corners, input 96x64 → 97x65, padding zeros → replicate"
+
+
+def test_each_step_of_the_markers_decomposition_changes_one_thing():
+    """The committed markers arms, as the page's decomposition names its steps: corner alignment, then the +1 pixel
+    (at 32m+1 `ufpa` with zero padding upsamples as `bilinear_corners` does), then the padding."""
+    frame = report.load_runs(ROOT / "reports" / "markers" / "results")
+    chain = ["baseline 96x64 udp", "bilinear_corners 96x64 udp", "ufpa-zerospad 97x65 udp", "ufpa 97x65 udp"]
+    assert [report.step_change(frame, a, b) for a, b in zip(chain, chain[1:])] == [
+        "upsampling nearest → bilinear_corners", "input 96x64 → 97x65", "padding zeros → replicate"]
+
+
 def test_a_design_part_way_through_its_runs_reports_what_it_has_and_waits_for_the_rest(results, tmp_path):
     """A study split over sessions: the comparisons with two paired seeds are estimated, Holm-adjusted over the whole
     registered family (an awaiting one counts as p = 1); the others say how many of their runs exist."""

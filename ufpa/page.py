@@ -151,6 +151,8 @@ MARKERS_FIGURES = {
     "06_own_family": "the designs judged as their own family that have an estimate: the confirmatory design's "
                      "comparisons (end-point error on found keypoints, held-out seeds 3-6) and, once registered, the "
                      "codec axis's",
+    "06_decomposition": "what each step of `ufpa`'s change does (corner alignment, the exact grid's +1 pixel, "
+                        "padding), on AP as registered and on end-point error on found keypoints (exploratory)",
     "06_learning_curves": "its learning curves and the learning rate",
     "06_per_joint": "per joint: end-point error on found keypoints, and how often a joint lies nearer its partner's "
                     "truth",

@@ -27,6 +27,7 @@ import pandas as pd
 from . import records, stats, viz
 from .evaluate import FOUND_RADIUS
 from .models import ALL_ALIGNMENTS
+from .models._layers import PADDING_MODE, UPSAMPLE_MODE
 from .train import arm_name, condition
 
 # Method order of the paper's tables is the registry's (ALL_ALIGNMENTS); an alignment keeps its colour in every figure.
@@ -520,7 +521,7 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dic
             r["registered_pairs"] = min(len(registered.get(c[side], ())) for side in ("control", "treatment"))
             r["verdict"] = _verdict(r)
             rows.append(r)
-    cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "ready", "pairs",
+    cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "ready", "pairs", "seeds",
             "control_mean", "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "interval_level",
             "p_t", "p_holm", "p_sign_flip", "runs", "unconverged", "sd", "seeds_for_power", "verdict", "per_seed"]
     return pd.DataFrame(rows)[cols]
@@ -555,7 +556,7 @@ def _awaiting(frame: pd.DataFrame, c: dict, d: dict, level: float, registered: d
             "ready": False, "pairs": _paired_seeds(frame, c, d["flip_test"]), "control_mean": nan,
             "treatment_mean": nan, "diff": nan, "diff_lo": nan, "diff_hi": nan, "boot_lo": nan, "boot_hi": nan,
             "interval_level": level, "p_t": nan, "p_sign_flip": nan, "runs": have["control"] + have["treatment"],
-            "unconverged": 0, "sd": nan, "seeds_for_power": None, "per_seed": [],
+            "unconverged": 0, "sd": nan, "seeds_for_power": None, "seeds": [], "per_seed": [],
             "awaiting": "awaiting runs: " + ", ".join(
                 f"{_arm_label(c[side])} {have[side]}" + (f"/{want[side]}" if want[side] else "")
                 for side in ("control", "treatment")) + " (two paired seeds make the first estimate)"}
@@ -585,35 +586,113 @@ def design_summary(table: pd.DataFrame) -> pd.DataFrame:
                         "verdict": table["verdict"]})
     return out.reset_index(drop=True)
 
+def decomposition_chain(table: pd.DataFrame) -> pd.DataFrame:
+    """The registered steps that lead from the primary comparison's control to its treatment, in order: the longest
+    such chain over every design of the study (a control design may register steps that split one of the primary's
+    design into finer ones, e.g. baseline -> corner alignment -> the exact grid's +1 pixel -> its padding). Empty when
+    there is no primary or no chain of steps reaches it."""
+    if table.empty or not (table["role"] == "primary").any():
+        return pd.DataFrame()
+    total = table[table["role"] == "primary"].iloc[0]
+    steps = table[table["name"].str.startswith("step ")].reset_index(drop=True)
+    edges: dict = {}
+    for i, r in steps.iterrows():
+        edges.setdefault(r["control"], []).append((i, r["treatment"]))
+    best: list = []
+
+    def walk(arm, path, seen):
+        nonlocal best
+        if arm == total["treatment"]:
+            if len(path) > len(best):  # the first longest in registration order wins a tie
+                best = list(path)
+            return
+        for i, nxt in edges.get(arm, []):
+            if nxt not in seen:
+                walk(nxt, path + [i], seen | {nxt})
+
+    walk(total["control"], [], {total["control"]})
+    return steps.loc[best].reset_index(drop=True)
+
+
+def _on_seeds(row, seeds) -> float:
+    """A comparison's mean paired difference over ``seeds`` (a subset of those it has)."""
+    by_seed = dict(zip(row["seeds"], row["per_seed"]))
+    return float(np.mean([by_seed[s] for s in seeds])) if seeds else float("nan")
+
+
 def decomposition_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The primary comparison's change split into the steps its profile registered as its decomposition: each
-    step's paired difference with its simultaneous interval, and the steps' sum, which equals the total exactly when
-    the steps chain from the primary's control to its treatment over the same seeds."""
-    if table.empty:
+    """The primary comparison's change split into registered steps (``decomposition_chain``): each step as the design
+    table has it (its paired difference with its simultaneous interval, Holm p, verdict) and its difference on the
+    seeds every step and the total share, on which the steps sum to the total exactly (while a control design is
+    part-way through its seeds, the registered differences are over different seeds and need not). A step's share of
+    the total is given only when the total's verdict claims a direction: a share of a change not told from zero is
+    noise. Empty until the total and every step of the chain have an estimate."""
+    chain = decomposition_chain(table)
+    if chain.empty:
         return pd.DataFrame()
-    primary = table[table["role"] == "primary"]
-    if primary.empty:
-        return pd.DataFrame()
-    steps = table[table["name"].str.startswith("step ") & (table["profile"] == primary.iloc[0]["profile"])]
-    if steps.empty or not pd.concat([primary, steps])["ready"].astype(bool).all():
+    total = table[table["role"] == "primary"].iloc[0]
+    if not (bool(total["ready"]) and chain["ready"].astype(bool).all()):
         return pd.DataFrame()  # a sum of steps needs every step (and the total) estimated
-    out = steps[["control", "treatment", "pairs", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "p_holm",
-                 "verdict"]].copy()
-    total = primary.iloc[0]
-    out.insert(0, "part", [f"{r.control} -> {r.treatment}" for r in steps.itertuples()])
-    out["share_of_total"] = out["diff"] / total["diff"] if total["diff"] != 0 else np.nan
-    chained = (steps.iloc[0]["control"] == total["control"] and steps.iloc[-1]["treatment"] == total["treatment"]
-               and all(a == b for a, b in zip(steps["treatment"].iloc[:-1], steps["control"].iloc[1:])))
+    shared = sorted(set(total["seeds"]).intersection(*map(set, chain["seeds"])))
+    total_shared = _on_seeds(total, shared)
+    resolved = total["verdict"].startswith(("higher", "lower"))
+    cols = ["control", "treatment", "pairs", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "p_holm", "verdict"]
+    out = chain[cols].copy()
+    out.insert(0, "part", [f"{r.control} -> {r.treatment}" for r in chain.itertuples()])
+    out["shared_seeds"] = len(shared)
+    out["diff_shared"] = [_on_seeds(r, shared) for _, r in chain.iterrows()]
+    summed = float(out["diff_shared"].sum())
+    out["share_of_total"] = out["diff_shared"] / total_shared if resolved else np.nan
     summary = pd.DataFrame([
-        {"part": "sum of the steps", "control": steps.iloc[0]["control"], "treatment": steps.iloc[-1]["treatment"],
-         "pairs": int(steps["pairs"].min()), "diff": float(steps["diff"].sum()), "share_of_total":
-         float(steps["diff"].sum() / total["diff"]) if total["diff"] != 0 else np.nan,
-         "verdict": "chains from the primary's control to its treatment" if chained else "does not chain"},
-        {"part": "primary (total)", "control": total["control"], "treatment": total["treatment"],
-         "pairs": total["pairs"], "diff": total["diff"], "diff_lo": total["diff_lo"], "diff_hi": total["diff_hi"],
-         "boot_lo": total["boot_lo"], "boot_hi": total["boot_hi"], "p_holm": total["p_holm"],
-         "verdict": total["verdict"], "share_of_total": 1.0}])
+        {"part": "sum of the steps", "control": total["control"], "treatment": total["treatment"],
+         "pairs": len(shared), "diff": summed, "shared_seeds": len(shared), "diff_shared": summed,
+         "share_of_total": 1.0 if resolved else np.nan,
+         "verdict": "chains from the primary's control to its treatment: on the shared seeds the steps sum to the "
+                    "total"},
+        {**{k: total[k] for k in cols}, "part": "primary (total)", "shared_seeds": len(shared),
+         "diff_shared": total_shared, "share_of_total": 1.0 if resolved else np.nan}])
     return pd.concat([out, summary], ignore_index=True)
+
+
+def _network(row) -> dict:
+    """What a run's network does where paths meet, from its settings: how it upsamples (``models._layers``'
+    mode per alignment; 'learned' for the learned aligner), its input size and how its 3x3 convs pad."""
+    alignment = row["alignment"]
+    return {"upsampling": "learned" if alignment == "learned" else UPSAMPLE_MODE[alignment],
+            "input": row["input_size"], "padding": row["padding"] or PADDING_MODE[alignment]}
+
+
+def step_change(frame: pd.DataFrame, control: str, treatment: str) -> str:
+    """What one step of a decomposition changes in the network, read from its arms' runs (``_network``): e.g.
+    `ufpa` with zero padding at 97x65 upsamples as `bilinear_corners` does, so the step from `bilinear_corners` at
+    96x64 to it is the input's +1 pixel alone."""
+    a, b = (_network(frame[frame["arm"] == arm].iloc[0]) for arm in (control, treatment))
+    return ", ".join(f"{k} {a[k]} → {b[k]}" for k in a if a[k] != b[k]) or "no setting differs"
+
+
+_DECOMPOSITION_CACHE: dict = {}
+
+
+def decomposition_on(frame: pd.DataFrame, results_dir, metric: str = "epe_found_px", flip_test: bool | None = None,
+                     resamples: int = 500) -> pd.DataFrame:
+    """The decomposition's steps and total (``decomposition_chain``) on another metric than the design's: each
+    paired over the seeds both arms have, 95 % intervals over seeds and over seeds and images, uncorrected
+    (exploratory: the registered family is at the design's metric). ``flip_test``: default the design's."""
+    table = cached_design_table(frame, results_dir)
+    chain = decomposition_chain(table)
+    if chain.empty:
+        return pd.DataFrame()
+    flip_test = bool(table["flip_test"].iloc[0]) if flip_test is None else flip_test
+    key = (str(Path(results_dir).resolve()), metric, flip_test, resamples,
+           tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame[metric]))))
+    if key not in _DECOMPOSITION_CACHE:
+        total = table[table["role"] == "primary"].iloc[0]
+        pairs = [("step", c) for _, c in chain.iterrows()] + [("total", total)]
+        _DECOMPOSITION_CACHE.clear()  # one study at a time: its findings and figure read the same
+        _DECOMPOSITION_CACHE[key] = pd.DataFrame([
+            compare_arms(frame, results_dir, c["control"], c["treatment"], metric, flip_test, resamples=resamples)
+            | {"part": part} for part, c in pairs])
+    return _DECOMPOSITION_CACHE[key]
 
 
 LOCALISATION = ("found_rate", "epe_found_px", "swap_rate", "pck_0.01", "pck_0.02", "epe_px", "abs_bias_px",
@@ -988,6 +1067,54 @@ def design_figure(design_rows: pd.DataFrame, path=None, what: str = "registered"
     ax.set_title(f"{what} comparisons, {_flip_note(bool(table['flip_test'].iloc[0]))}, n = "
                  f"{table['pairs'].min()}–{table['pairs'].max()} paired seeds\ndots: seeds; diamonds: mean ± interval "
                  f"over seeds ({levels}); thin bars: bootstrap over seeds and images")
+    return _save(fig, path)
+
+
+@_styled
+def decomposition_figure(frame: pd.DataFrame, results_dir, path=None):
+    """The primary's change step by step (``decomposition_chain``), one row per step and the total below: on the
+    design's metric as registered (each seed's paired difference, the mean with its corrected interval, the bootstrap
+    over seeds and images) and, exploratory, on EPE on found keypoints (95 %, uncorrected). Rows are named by what
+    each step changes."""
+    table = cached_design_table(frame, results_dir)
+    chain = decomposition_chain(table)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.6 + 0.8 * (len(chain) + 1)), sharey=True, constrained_layout=True)
+    if chain.empty or not chain["ready"].astype(bool).all():
+        axes[0].text(0.5, 0.5, "no chain of registered steps with estimates from the primary's control to its "
+                     "treatment in these records", ha="center", transform=axes[0].transAxes)
+        for ax in axes:
+            ax.set_axis_off()
+        return _save(fig, path)
+    total = table[table["role"] == "primary"]
+    rows = pd.concat([chain, total], ignore_index=True)
+    other = decomposition_on(frame, results_dir).reset_index(drop=True)
+    names = [f"{step_change(frame, r.control, r.treatment)}\n{_arm_label(r.control)} → {_arm_label(r.treatment)}"
+             f" (n = {r.pairs})" if i < len(chain) else f"total (primary)\n{_arm_label(r.control)} → "
+             f"{_arm_label(r.treatment)} (n = {r.pairs})" for i, r in enumerate(rows.itertuples())]
+    rng = np.random.default_rng(0)  # jitter only
+    panels = ((axes[0], rows, f"registered: paired Δ{rows['metric'].iloc[0]}",
+               f"steps at their simultaneous {_pct(rows['interval_level'].iloc[0])} %, total at "
+               f"{_pct(rows['interval_level'].iloc[-1])} %"),
+              (axes[1], other, "exploratory: paired Δ EPE on found keypoints (px)",
+               "95 %, uncorrected; lower is better"))
+    for ax, data, title, xlabel in panels:
+        for i, r in enumerate(data.itertuples()):
+            c = "black" if i == len(data) - 1 else arm_colour(r.treatment)
+            seeds = np.asarray(r.per_seed, float)
+            ax.scatter(seeds, i - 0.2 + rng.uniform(-0.05, 0.05, len(seeds)), s=14, zorder=3, color=c)
+            ax.errorbar([r.diff], [i], xerr=[[r.diff - r.diff_lo], [r.diff_hi - r.diff]], fmt="D", capsize=4, color=c)
+            if np.isfinite(r.boot_lo):
+                ax.plot([r.boot_lo, r.boot_hi], [i + 0.22] * 2, color=c, lw=1.2)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.axhline(len(data) - 1.5, color="grey", lw=0.6, ls=":")
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(range(len(rows)), names)
+    axes[0].invert_yaxis()
+    fig.suptitle(f"what each step of ufpa's change does, {_flip_note(bool(rows['flip_test'].iloc[0]))}: dots seeds, "
+                 "diamonds mean ± interval over seeds, thin bars bootstrap over seeds and images\nsteps from "
+                 "every registered design of the study; a step with fewer seeds than the total is interim")
     return _save(fig, path)
 
 
@@ -1401,6 +1528,44 @@ def own_family_findings(frame: pd.DataFrame, results_dir) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _decomposition_lines(frame: pd.DataFrame, results_dir, table: pd.DataFrame, d: dict) -> list[str]:
+    """The findings' decomposition: each registered step of the finest chain by what it changes, at the design's
+    metric with its simultaneous interval, how the steps add up, and the same steps on EPE on found keypoints
+    (exploratory)."""
+    dec = decomposition_table(table)
+    if dec.empty:
+        return []
+    steps = dec[dec["part"].str.contains("->")]
+    total = dec[dec["part"] == "primary (total)"].iloc[0]
+    shared = int(total["shared_seeds"])
+
+    def piece(r, interval=True):
+        interim = "; interim" if "interim" in str(getattr(r, "verdict", "")) else ""
+        return (f"{step_change(frame, r.control, r.treatment)} (`{_arm_label(r.control)}` → "
+                f"`{_arm_label(r.treatment)}`) {r.diff:+.3f}" + (f" ({_interval(r.diff_lo, r.diff_hi)}, "
+                                                                 f"{r.pairs} seeds{interim})" if interval else ""))
+    resolved = total["verdict"].startswith(("higher", "lower"))
+    lines = [f"- **Decomposition** of the primary's {total['diff']:+.3f} {d['metric']} into registered steps (the "
+             f"finest chain over the study's designs; simultaneous {_pct(_family_level(d))} %): "
+             + "; ".join(piece(r) for r in steps.itertuples())
+             + f". On the {shared} seeds every step and the total share, the steps sum to the total "
+             f"({total['diff_shared']:+.3f}) exactly. "
+             + ("Shares of the total: " + ", ".join(f"{r.share_of_total:.2f}" for r in steps.itertuples()) + "."
+                if resolved else "The total is not resolved, so no step's share of it is stated; each step's "
+                                 "verdict is in the design table.")]
+    other = decomposition_on(frame, results_dir, flip_test=d["flip_test"])
+    if len(other):
+        text = "; ".join(f"{piece(r, False)} px ({_interval(r.diff_lo, r.diff_hi)} over seeds, "
+                         f"{_interval(r.boot_lo, r.boot_hi)} over seeds and images, {r.pairs} seeds)"
+                         for r in other[other["part"] == "step"].itertuples())
+        t = other[other["part"] == "total"].iloc[0]
+        lines.append(f"- **The same steps on EPE on found keypoints** (exploratory: 95 %, uncorrected, not in the "
+                     f"family; lower is better): {text}; total {t['diff']:+.3f} px "
+                     f"({_interval(t['diff_lo'], t['diff_hi'])}, {t['pairs']} seeds). Only a registered design's "
+                     "verdict makes one a finding.")
+    return lines
+
+
 def design_findings(frame: pd.DataFrame, results_dir) -> str:
     """Findings of a registered design: what was registered and when, convergence, the primary comparison, the
     secondary family (Holm), the decomposition, whether the gain holds with training, and the localisation metrics
@@ -1428,14 +1593,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                  f"gained < {PLATEAU_AP} over the last quarter of training; median gain there "
                  f"{np.nanmedian(runs['late_gain_AP']):+.3f}, largest {np.nanmax(runs['late_gain_AP']):+.3f}).")
     lines += _comparison_lines(table)
-    dec = decomposition_table(table)
-    if len(dec):
-        parts = dec[dec["part"].str.contains("->")]
-        total = dec[dec["part"] == "primary (total)"].iloc[0]
-        pieces = "; ".join(f"{_arm_label(r.control)} → {_arm_label(r.treatment)} {r.diff:+.3f} "
-                           f"({_interval(r.diff_lo, r.diff_hi)})" for r in parts.itertuples())
-        lines.append(f"- **Decomposition** of the primary's {total['diff']:+.3f}: {pieces}. The steps chain, so "
-                     "they sum to the total exactly; each step's verdict is in the design table.")
+    lines += _decomposition_lines(frame, results_dir, table, d)
     gains = design_gains(results_dir)
     primary_ready = bool(len(table)) and bool(table[table["role"] == "primary"]["ready"].all())
     if prim and len(gains) and primary_ready:  # one paired seed has no interval: no sentence about its course
@@ -1659,8 +1817,12 @@ TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
                "the paired seeds 80 % power would need if the observed difference and SD were the truth (post hoc: "
                "unreliable at few seeds), and the verdict (interim until all registered seeds are in)."),
     "decomposition": (lambda f, r, flip=True: decomposition_table(cached_design_table(f, r)),
-                      "The primary comparison's change split into the registered steps (each with its simultaneous "
-                      "interval), their sum and the total."),
+                      "The primary comparison's change split into registered steps, the finest chain over every "
+                      "design of the study (a control design may split a step of the primary's): each step as the "
+                      "design table has it (paired difference over its seeds, simultaneous interval, Holm p, "
+                      "verdict), then on the seeds every step and the total share (diff_shared), where the steps sum "
+                      "to the total exactly; a step's share of the total only when the total's verdict claims a "
+                      "direction."),
     "convergence": (lambda f, r, flip=True: convergence_table(f),
                     f"Convergence per arm: runs whose val AP (no flip) gained < {PLATEAU_AP} over the last quarter "
                     "of training (the plateau criterion), the gain there, and the final val AP (no flip)."),
@@ -1689,6 +1851,7 @@ FIGURES = {  # file stem -> function of (frame, results_dir, flip_test)
     "06_learning_curves": lambda f, r, flip=True: learning_curve_panels(learning_curves(r)),  # training: no flip test
     "06_accuracy_by_arm": lambda f, r, flip=True: accuracy_by_arm(f, flip),
     "06_design": lambda f, r, flip=True: design_figure(cached_design_table(f, r)),  # the design's flip setting
+    "06_decomposition": lambda f, r, flip=True: decomposition_figure(f, r),  # the design's flip setting
     "06_own_family": lambda f, r, flip=True: design_figure(own_family_rows(f, r), what="own-family"),
     "06_gain_by_epoch": lambda f, r, flip=True: gain_by_epoch_figure(design_gains(r)),  # learning curve: no flip
     "06_per_joint": lambda f, r, flip=True: per_joint_figure(r, flip),
