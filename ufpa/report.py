@@ -1551,8 +1551,8 @@ def _decomposition_lines(frame: pd.DataFrame, results_dir, table: pd.DataFrame, 
              + f". On the {shared} seeds every step and the total share, the steps sum to the total "
              f"({total['diff_shared']:+.3f}) exactly. "
              + ("Shares of the total: " + ", ".join(f"{r.share_of_total:.2f}" for r in steps.itertuples()) + "."
-                if resolved else "The total is not resolved, so no step's share of it is stated; each step's "
-                                 "verdict is in the design table.")]
+                if resolved else f"The total claims no direction ({total['verdict']}), so no step's share of it "
+                                 "is stated; each step's verdict is in the design table.")]
     other = decomposition_on(frame, results_dir, flip_test=d["flip_test"])
     if len(other):
         text = "; ".join(f"{piece(r, False)} px ({_interval(r.diff_lo, r.diff_hi)} over seeds, "
@@ -1789,12 +1789,12 @@ def alignment_findings(frame: pd.DataFrame, flip_test: bool = True, level: float
 
 
 DIGITS = {"gain": 1, "ap_baseline": 1, "ap_method": 1, "detector": 1, "batch": 0, "share_of_total": 2,
-          **dict.fromkeys(("control", "treatment", "control_mean", "treatment_mean", "diff", "lo", "hi", "diff_lo",
-                           "diff_hi", "boot_lo", "boot_hi", "p_t", "p_holm", "p_sign_flip", "level", "sd",
-                           "late_gain_median", "late_gain_max", "found_rate", "swap_rate", "pck_0.01", "pck_0.02"),
-                          3)}
-SIGNED = {"diff", "lo", "hi", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "late_gain_median", "late_gain_max",
-          "d_AP"}  # printed with their sign
+          **dict.fromkeys(("control", "treatment", "control_mean", "treatment_mean", "diff", "diff_shared", "lo",
+                           "hi", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "p_t", "p_holm", "p_sign_flip", "level",
+                           "sd", "late_gain_median", "late_gain_max", "found_rate", "swap_rate", "pck_0.01",
+                           "pck_0.02"), 3)}
+SIGNED = {"diff", "diff_shared", "lo", "hi", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "late_gain_median",
+          "late_gain_max", "d_AP"}  # printed with their sign
 TABLES = {  # name -> (function of (frame, results_dir, flip_test), caption)
     "main": (lambda f, r, flip=True: main_table(f, flip),
              "Main comparison: mean ± 95 % CI over seeds; Δ is the paired difference to the baseline run of the same "
