@@ -670,6 +670,13 @@ def step_change(frame: pd.DataFrame, control: str, treatment: str) -> str:
     return ", ".join(f"{k} {a[k]} → {b[k]}" for k in a if a[k] != b[k]) or "no setting differs"
 
 
+def _records_key(frame: pd.DataFrame, results_dir, metric: str) -> tuple:
+    """What a cached result computed from a folder's runs depends on: the folder, and each run's value of ``metric``
+    per flip setting (a new or changed record makes a new key)."""
+    return (str(Path(results_dir).resolve()), metric,
+            tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame[metric]))))
+
+
 _DECOMPOSITION_CACHE: dict = {}
 
 
@@ -683,8 +690,7 @@ def decomposition_on(frame: pd.DataFrame, results_dir, metric: str = "epe_found_
     if chain.empty:
         return pd.DataFrame()
     flip_test = bool(table["flip_test"].iloc[0]) if flip_test is None else flip_test
-    key = (str(Path(results_dir).resolve()), metric, flip_test, resamples,
-           tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame[metric]))))
+    key = _records_key(frame, results_dir, metric) + (flip_test, resamples)
     if key not in _DECOMPOSITION_CACHE:
         total = table[table["role"] == "primary"].iloc[0]
         pairs = [("step", c) for _, c in chain.iterrows()] + [("total", total)]
@@ -1875,8 +1881,7 @@ def cached_design_table(frame: pd.DataFrame, results_dir) -> pd.DataFrame:
 
 def _cached(frame: pd.DataFrame, results_dir, d: dict | None) -> pd.DataFrame:
     metric = (d or design(results_dir) or {"metric": "AP"})["metric"]
-    key = (str(Path(results_dir).resolve()), json.dumps(d, sort_keys=True, default=sorted) if d else None,
-           tuple(sorted(zip(frame["run_id"], frame["flip_test"], frame[metric]))))
+    key = _records_key(frame, results_dir, metric) + (json.dumps(d, sort_keys=True, default=sorted) if d else None,)
     if key not in _DESIGN_CACHE:
         if len(_DESIGN_CACHE) > 8:
             _DESIGN_CACHE.clear()
