@@ -448,6 +448,22 @@ def test_a_control_design_splits_a_step_and_the_decomposition_takes_the_finest_c
         "upsampling aligned → bilinear_corners, input 96x64 → 97x65, padding zeros → replicate"
 
 
+def test_the_study_design_is_judged_on_its_registered_runs_only(results):
+    """Runs of a registered arm that no study design names (a confirmatory design's new seeds) never join the
+    study's pairs, its findings or its course with training; an arm with no registered runs keeps all of them."""
+    register(results, arms=[("baseline", "96x64"), ("ufpa", "97x65")], seeds=(0, 1))  # seed 2: someone else's
+    frame = report.load_runs(results)
+    table = report.design_table(frame, results, resamples=50).set_index("name")
+    primary = table.loc["primary"]
+    assert primary["pairs"] == 2 and primary["seeds"] == [0, 1] and primary["diff"] == pytest.approx(0.015)
+    assert table.loc["ufpa 129x97 udp vs baseline 128x96 udp", "pairs"] == 3  # its arms name no runs: all seeds
+    kept = report.design_frame(frame, results).groupby("arm")["seed"].agg(lambda s: sorted(set(s)))
+    assert kept["baseline 96x64 udp"] == kept["ufpa 97x65 udp"] == [0, 1]
+    assert kept["ufpa_any 96x64 udp"] == [0, 1, 2]
+    assert set(report.design_gains(results).query("control == 'baseline 96x64 udp'")["pairs"]) == {2}
+    assert "- **Runs**: 16 training records" in report.findings(frame, results_dir=results)  # 18, less 2
+
+
 def test_each_step_of_the_markers_decomposition_changes_one_thing():
     """The committed markers arms, as the page's decomposition names its steps: corner alignment, then the +1 pixel
     (at 32m+1 `ufpa` with zero padding upsamples as `bilinear_corners` does), then the padding."""

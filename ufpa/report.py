@@ -501,8 +501,7 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dic
     d = design(results_dir) if d is None else d
     if d is None:
         return pd.DataFrame()
-    if "run_ids" in d:  # an own-family design: the runs it registered, and no others
-        frame = frame[frame["run_id"].isin(d["run_ids"])]
+    frame = design_frame(frame, results_dir, d)
     rows = []
     registered = _registered_runs(results_dir) if "arms" not in d else {a: set(i) for a, i in d["arms"].items()}
     for role, comps, lvl in (("primary", [d["primary"]] if d["primary"] else [], d["level"]),
@@ -525,6 +524,21 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dic
             "control_mean", "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "interval_level",
             "p_t", "p_holm", "p_sign_flip", "runs", "unconverged", "sd", "seeds_for_power", "verdict", "per_seed"]
     return pd.DataFrame(rows)[cols]
+
+
+def design_frame(frame: pd.DataFrame, results_dir, d: dict | None = None) -> pd.DataFrame:
+    """The runs a design is judged on: an own-family design's registered runs and no others; for the study's design
+    (default), each arm's registered runs, so runs of a registered arm that another design added (e.g. a
+    confirmatory design's new seeds) never join the study's pairs; an arm no design of the study names keeps all its
+    runs."""
+    d = design(results_dir) if d is None else d
+    if d is None:
+        return frame
+    if "run_ids" in d:
+        return frame[frame["run_id"].isin(d["run_ids"])]
+    registered = _registered_runs(results_dir)
+    keep = [arm not in registered or run_id in registered[arm] for arm, run_id in zip(frame["arm"], frame["run_id"])]
+    return frame[np.asarray(keep, dtype=bool)]
 
 
 def _paired_seeds(frame: pd.DataFrame, comparison: dict, flip_test: bool) -> int:
@@ -690,6 +704,7 @@ def decomposition_on(frame: pd.DataFrame, results_dir, metric: str = "epe_found_
     if chain.empty:
         return pd.DataFrame()
     flip_test = bool(table["flip_test"].iloc[0]) if flip_test is None else flip_test
+    frame = design_frame(frame, results_dir)
     key = _records_key(frame, results_dir, metric) + (flip_test, resamples)
     if key not in _DECOMPOSITION_CACHE:
         total = table[table["role"] == "primary"].iloc[0]
@@ -722,6 +737,7 @@ def localisation_comparisons(frame: pd.DataFrame, results_dir, flip_test: bool =
     if d is None:
         return pd.DataFrame()
     comps = ([d["primary"]] if d["primary"] else []) + d["secondary"]
+    frame = design_frame(frame, results_dir, d)
     rows = []
     for c in comps:
         if _paired_seeds(frame, c, flip_test) < 2:
@@ -1578,6 +1594,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     (exploratory). A direction is claimed only as ``_verdict`` allows."""
     d = design(results_dir)
     table = cached_design_table(frame, results_dir)
+    frame = design_frame(frame, results_dir, d)
     sub = frame[frame["flip_test"] == d["flip_test"]]
     runs = sub.drop_duplicates("run_id")
     flip = _flip_note(d["flip_test"])
@@ -1912,7 +1929,8 @@ def design_gains(results_dir) -> pd.DataFrame:
     if d is None:
         return pd.DataFrame()
     comps = ([d["primary"]] if d["primary"] else []) + d["secondary"]
-    return gain_by_epoch(learning_curves(results_dir), [(c["control"], c["treatment"]) for c in comps])
+    return gain_by_epoch(design_frame(learning_curves(results_dir), results_dir, d),
+                         [(c["control"], c["treatment"]) for c in comps])
 
 
 def table(name: str, frame: pd.DataFrame, results_dir, tables_dir, flip_test: bool = True) -> pd.DataFrame:
