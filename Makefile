@@ -14,7 +14,7 @@ PROFILE ?= profiles/cpu.yaml
 JOBS ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: study study-controls study-codecs study-learned study-converged study-markers study-markers-controls study-markers-codecs sweep report test venv lint notebooks clean gpu-check
+.PHONY: study study-controls study-codecs study-learned study-converged study-markers study-markers-controls study-markers-corners study-markers-codecs sweep report test venv lint notebooks clean gpu-check
 
 venv: $(STAMP)
 
@@ -71,6 +71,11 @@ study-markers: $(STAMP)
 # and 97x65, beside the markers study's baseline and zero-padding runs; about 10 h on 2 cores after the markers study.
 study-markers-controls: $(STAMP)
 	$(BIN)/python -m ufpa sweep profiles/cpu_markers_controls.yaml --jobs $(JOBS) --keep
+
+# The confirmatory test of the corner-alignment step on EPE on found keypoints (issue 21): baseline and
+# bilinear_corners at seeds 7-12, registered before they trained; about 2.7 h on 2 cores.
+study-markers-corners: $(STAMP)
+	$(BIN)/python -m ufpa sweep profiles/cpu_markers_corners.yaml --jobs $(JOBS) --keep
 
 # The codec axis in that setting (issue 21): msra and dark on the same widened network (head wide_heatmap) beside the
 # markers study's udp pair, judged on EPE on found keypoints; about 10 h on 2 cores. After a training-code change,

@@ -1,6 +1,7 @@
 """Sweeps: grid expansion, papermill runs of notebook 05 with records, skip-and-resume, a failing run that does not
 stop the sweep, parallel runs equal to serial ones, shards, and the unknown-parameter error."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -61,6 +62,17 @@ def test_profiles_expand_and_validate():
                                                    ("dark", "wide_heatmap")}, "one network under every codec"
     codec_design = sweep.check_design(sweep.load_grid(ROOT / "profiles" / "cpu_markers_codecs.yaml"), codecs)
     assert codec_design["family"] == "own", "on EPE, beside the markers study's AP family, not in it"
+    corners_doc = sweep.load_grid(ROOT / "profiles" / "cpu_markers_corners.yaml")
+    corners = sweep.expand(corners_doc)
+    controls = sweep.expand(sweep.load_grid(ROOT / "profiles" / "cpu_markers_controls.yaml"))
+    assert len(corners) == 12 and {c.seed for c in corners} == set(range(7, 13)), "seeds no profile had trained"
+    def unseeded(runs):
+        return {json.dumps(dataclasses.asdict(dataclasses.replace(c, seed=0)), sort_keys=True) for c in runs}
+    assert unseeded(corners) <= unseeded(controls), "the controls' configs, the seed alone new"
+    corners_design = sweep.check_design(corners_doc, corners)
+    assert (corners_design["confirms"], corners_design["metric"]) == ("cpu_markers_controls", "epe_found_px")
+    assert [(c["control"], c["treatment"]) for c in sweep.comparisons(corners_design)] == \
+        [("baseline 96x64 udp", "bilinear_corners 96x64 udp")], "the step the controls found on AP"
 
 
 def test_a_design_names_arms_of_its_grid_and_stays_registered(tmp_path):
