@@ -580,6 +580,10 @@ def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, 
     stated = report.design_markdown(results)
     assert "(confirmatory: the comparisons of `t` on epe_px" in stated
     assert stated.index("**Secondary family**") < stated.index("confirmatory"), "the study's design first"
+    findings = report.design_findings(frame, results)
+    assert "The confirmatory design (`c`, below) tests this" in findings, "it tests the primary pair"
+    assert "; upsampling nearest → aligned is tested by `c` (below)" in findings, "and the decomposition's first step"
+    assert findings.count("is tested by") == 1, "not the second step, which no confirmatory design compares"
     shown = report.render_all(results, tmp_path / "tables", tmp_path / "figures")
     fig = report.design_figure(report.own_family_rows(frame, results), what="own-family")
     assert fig.axes[0].get_title().startswith("own-family comparisons, flip test off, n = 2–2 paired seeds")

@@ -1573,8 +1573,8 @@ def _decomposition_lines(frame: pd.DataFrame, results_dir, table: pd.DataFrame, 
              + f". On the {shared} seeds every step and the total share, the steps sum to the total "
              f"({total['diff_shared']:+.3f}) exactly. "
              + ("Shares of the total: " + ", ".join(f"{r.share_of_total:.2f}" for r in steps.itertuples()) + "."
-                if resolved else f"The total claims no direction ({total['verdict']}), so no step's share of it "
-                                 "is stated; each step's verdict is in the design table.")]
+                if resolved else f"The total claims no direction, its verdict being {total['verdict']}; so no "
+                                 "step's share of it is stated (each step's verdict is in the design table).")]
     other = decomposition_on(frame, results_dir, flip_test=d["flip_test"])
     if len(other):
         text = "; ".join(f"{piece(r, False)} px ({_interval(r.diff_lo, r.diff_hi)} over seeds, "
@@ -1584,8 +1584,17 @@ def _decomposition_lines(frame: pd.DataFrame, results_dir, table: pd.DataFrame, 
         lines.append(f"- **The same steps on EPE on found keypoints** (exploratory: 95 %, uncorrected, not in the "
                      f"family; lower is better): {text}; total {t['diff']:+.3f} px "
                      f"({_interval(t['diff_lo'], t['diff_hi'])}, {t['pairs']} seeds). Only a registered design's "
-                     "verdict makes one a finding.")
+                     "verdict makes one a finding" + "".join(
+                         f"; {step_change(frame, r.control, r.treatment)} is tested by {', '.join(tested)} (below) "
+                         "on runs registered before they started" for r in steps.itertuples()
+                         if (tested := _confirming(results_dir, [(r.control, r.treatment)]))) + ".")
     return lines
+
+
+def _confirming(results_dir, pairs: list[tuple[str, str]]) -> list[str]:
+    """The confirmatory designs (as `profile` names) that test any of these (control, treatment) comparisons."""
+    return [f"`{d['profile']}`" for d in own_family_designs(results_dir) if d["confirms"]
+            and {(c["control"], c["treatment"]) for c in [d["primary"] or {}, *d["secondary"]] if c} & set(pairs)]
 
 
 def design_findings(frame: pd.DataFrame, results_dir) -> str:
@@ -1640,7 +1649,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
                          f"{_interval(r.diff_lo, r.diff_hi)} over seeds, {_interval(r.boot_lo, r.boot_hi)} over "
                          "seeds and images)" for r in lp.itertuples() if np.isfinite(r.diff))
         if text:
-            tested = [f"`{c['profile']}`" for c in own_family_designs(results_dir) if c["confirms"]]
+            tested = _confirming(results_dir, [(prim["control"], prim["treatment"])])
             lines.append(f"- **Where alignment acts** (primary pair, {flip}, exploratory: 95 %, uncorrected): {text}."
                          + (f" The confirmatory design ({', '.join(tested)}, below) tests this on runs it registered "
                             "before they started; only its verdicts can make it a finding." if tested else ""))
