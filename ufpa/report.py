@@ -1526,7 +1526,7 @@ def own_family_findings(frame: pd.DataFrame, results_dir) -> str:
     lines = []
     for d in own_family_designs(results_dir):
         table = _cached(frame, results_dir, d)
-        runs = frame[frame["run_id"].isin(d["run_ids"]) & (frame["flip_test"] == d["flip_test"])]
+        runs = design_frame(frame, results_dir, d).query("flip_test == @d['flip_test']")
         reg = d["registered"][0]
         seeds = sorted({int(re.search(r"-s(\d+)-[0-9a-f]+$", i).group(1)) for i in d["run_ids"]})  # train.run_id
         m = len(d["secondary"])
