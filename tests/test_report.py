@@ -816,3 +816,16 @@ def test_a_folder_shows_its_design_flip_setting(results):
     assert report.shown_flip_test(results) is False
     assert report.shown_flip_test(ROOT / "reports" / "markers" / "results") is False
     assert report.shown_flip_test(ROOT / "reports" / "results") is True
+
+
+def test_comparisons_and_p_values_read_as_what_they_are():
+    """The study's codec goes without saying in a comparison within it, but not in one across codecs, where
+    "baseline 96x64 vs baseline 96x64 msra" would hide which side is udp; a p that rounds to zero reads "< 0.001"."""
+    assert report._vs("baseline 96x64 udp", "ufpa 97x65 udp", "`") == "`ufpa 97x65` vs `baseline 96x64`"
+    assert report._vs("baseline 96x64 msra", "ufpa 97x65 msra") == "ufpa 97x65 msra vs baseline 96x64 msra"
+    assert report._vs("baseline 96x64 msra", "baseline 96x64 udp") == "baseline 96x64 udp vs baseline 96x64 msra"
+    assert report._pair_labels("baseline 96x64 msra", "baseline 96x64 udp") == ("baseline 96x64 msra",
+                                                                                 "baseline 96x64 udp")
+    assert report._p_text("p", 0.0002) == "p < 0.001" and report._p_text("p", 0.0006) == "p 0.001"
+    shown = report.formatted(pd.DataFrame({"p_holm": [0.0002, 0.048], "diff": [0.0002, 0.048]}), {"p_holm": 3})
+    assert shown["p_holm"].tolist() == ["< 0.001", "0.048"] and shown["diff"].tolist()[0] == "+0.00"

@@ -374,13 +374,12 @@ def design_markdown(results_dir) -> str:
         else:
             lines.append(line)
     p = d["primary"]
-    lines.append("- **Primary**: " + (f"`{_arm_label(p['treatment'])}` against `{_arm_label(p['control'])}`"
-                                       if p else "none registered")
+    lines.append("- **Primary**: " + (_vs(p["control"], p["treatment"], "`", " against ") if p else "none registered")
                  + f", {d['metric']}, {_flip_note(d['flip_test'])}, {100 * d['level']:.0f} % interval.")
     m = len(d["secondary"])
     lines.append(f"- **Secondary family** ({m}; Holm-adjusted p, simultaneous intervals at "
                  f"{_pct(_family_level(d))} %): "
-                 + "; ".join(f"`{_arm_label(c['treatment'])}` vs `{_arm_label(c['control'])}`" for c in d["secondary"])
+                 + "; ".join(_vs(c["control"], c["treatment"], "`") for c in d["secondary"])
                  + ".")
     return "\n".join(lines + confirm) + "\n"
 
@@ -572,8 +571,9 @@ def _awaiting(frame: pd.DataFrame, c: dict, d: dict, level: float, registered: d
             "interval_level": level, "p_t": nan, "p_sign_flip": nan, "runs": have["control"] + have["treatment"],
             "unconverged": 0, "sd": nan, "seeds_for_power": None, "seeds": [], "per_seed": [],
             "awaiting": "awaiting runs: " + ", ".join(
-                f"{_arm_label(c[side])} {have[side]}" + (f"/{want[side]}" if want[side] else "")
-                for side in ("control", "treatment")) + " (two paired seeds make the first estimate)"}
+                f"{label} {have[side]}" + (f"/{want[side]}" if want[side] else "")
+                for side, label in zip(("control", "treatment"), _pair_labels(c["control"], c["treatment"])))
+                        + " (two paired seeds make the first estimate)"}
 
 
 def ready(table: pd.DataFrame) -> pd.DataFrame:
@@ -586,7 +586,7 @@ def design_summary(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     out = pd.DataFrame({"role": table["role"],
-                        "comparison": [f"{_arm_label(t)} vs {_arm_label(c)}" for c, t in
+                        "comparison": [_vs(c, t) for c, t in
                                        zip(table["control"], table["treatment"])],
                         "level": table["interval_level"], "pairs": table["pairs"],
                         "control": table["control_mean"], "treatment": table["treatment_mean"],
@@ -916,13 +916,18 @@ def formatted(table: pd.DataFrame, digits: dict | None = None) -> pd.DataFrame:
         d = digits.get(base, 3 if "AP" in c else 2)
         sign = c.startswith("d_") or c.endswith(("_dAP", "_dEPE_px")) or c in SIGNED
         cis = table[f"{c}_ci"].tolist() if f"{c}_ci" in table.columns else [None] * len(table)
-        out[_header(c)] = [_cell(v, ci, d, sign) for v, ci in zip(table[c].tolist(), cis)]
+        out[_header(c)] = [_cell(v, ci, d, sign, p_value=c in P_VALUES) for v, ci in zip(table[c].tolist(), cis)]
     return pd.DataFrame(out)
 
 
-def _cell(value, ci, digits: int, signed: bool) -> str:
+P_VALUES = ("p_t", "p_holm", "p_sign_flip")
+
+
+def _cell(value, ci, digits: int, signed: bool, p_value: bool = False) -> str:
     if not isinstance(value, (float, np.floating)) or not np.isfinite(value):
         return _fmt(value, digits)
+    if p_value and value < 0.5 * 10 ** -digits:
+        return f"< {10 ** -digits:.{digits}f}"  # a p that rounds to 0 is small, not impossible
     text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
     return text if ci is None or not np.isfinite(ci) else f"{text} ± {ci:.{digits}f}"
 
@@ -1015,6 +1020,20 @@ def _hollow(arm: str) -> bool:  # a padding control: its alignment's colour, dra
 
 def _arm_label(arm: str) -> str:
     return arm.rsplit(" ", 1)[0] if arm.endswith(" udp") else arm  # the study's codec goes without saying
+
+
+def _pair_labels(control: str, treatment: str) -> tuple[str, str]:
+    """A comparison's two arms as ``_arm_label`` names them, except that a comparison across codecs names both
+    codecs ("baseline 96x64 udp vs baseline 96x64 msra", not "baseline 96x64 vs ...")."""
+    if control.rsplit(" ", 1)[-1] != treatment.rsplit(" ", 1)[-1]:
+        return control, treatment
+    return _arm_label(control), _arm_label(treatment)
+
+
+def _vs(control: str, treatment: str, quote: str = "", sep: str = " vs ") -> str:
+    """"treatment vs control", each named by ``_pair_labels``."""
+    c, t = _pair_labels(control, treatment)
+    return f"{quote}{t}{quote}{sep}{quote}{c}{quote}"
 
 
 def _dots(ax, x, values, arm, jitter=0.12, rng=None):
@@ -1141,7 +1160,7 @@ def decomposition_figure(frame: pd.DataFrame, results_dir, path=None):
 
 
 def _comparison_names(table: pd.DataFrame) -> list[str]:
-    return [f"{r.role}: {_arm_label(r.treatment)}\nvs {_arm_label(r.control)}" for r in table.itertuples()]
+    return [f"{r.role}: " + _vs(r.control, r.treatment, sep="\nvs ") for r in table.itertuples()]
 
 
 @_styled
@@ -1164,7 +1183,7 @@ def gain_by_epoch_figure(gains: pd.DataFrame, path=None):
         ax.fill_between(g["epoch"], g["diff"] - g["diff_ci"].fillna(0), g["diff"] + g["diff_ci"].fillna(0), color=c,
                         alpha=0.2, lw=0)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(f"{_arm_label(treatment)} vs {_arm_label(control)} (n = {g['pairs'].max()})")
+        ax.set_title(f"{_vs(control, treatment)} (n = {g['pairs'].max()})")
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         if k % cols == 0:
@@ -1487,7 +1506,9 @@ POWER_CAP = 10_000  # stats.seeds_for_power's default ``most``
 
 
 def _p_text(name, value) -> str:
-    return f"{name} {value:.3f}" if np.isfinite(value) else f"{name} n/a"
+    if not np.isfinite(value):
+        return f"{name} n/a"
+    return f"{name} < 0.001" if value < 0.0005 else f"{name} {value:.3f}"  # a p that rounds to 0 is small, not 0
 
 
 def _pct(level: float) -> str:
@@ -1503,7 +1524,7 @@ def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
         role = "primary" if r.role == "primary" else "secondary"
         label = f"{prefix}{role}" if prefix else role.capitalize()
         if not r.ready or r.pairs < 2:
-            lines.append(f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: {r.verdict}.")
+            lines.append(f"- **{label}: {_vs(r.control, r.treatment, '`')}**: {r.verdict}.")
             continue
         p = _p_text("p", r.p_t) if r.role == "primary" else _p_text("Holm p", r.p_holm)
         need = (f"about {int(r.seeds_for_power)}" if (r.seeds_for_power or POWER_CAP) < POWER_CAP else
@@ -1511,7 +1532,7 @@ def _comparison_lines(table: pd.DataFrame, prefix: str = "") -> list[str]:
         power = (f" With this spread (SD {r.sd:.3f}), 80 % power for a difference this size at this level needs {need} "
                  "paired seeds." if r.pairs > 1 else " One paired seed: no spread, no power.")
         lines.append(
-            f"- **{label}: `{_arm_label(r.treatment)}` vs `{_arm_label(r.control)}`**: Δ{r.metric} {r.diff:+.3f} "
+            f"- **{label}: {_vs(r.control, r.treatment, '`')}**: Δ{r.metric} {r.diff:+.3f} "
             f"({_pct(r.interval_level)} % interval over {r.pairs} paired seed{'s' if r.pairs != 1 else ''} "
             f"{_interval(r.diff_lo, r.diff_hi)}; over seeds and images {_interval(r.boot_lo, r.boot_hi)}; {p}, "
             f"{_p_text('sign-flip p', r.p_sign_flip)}; {r.control_mean:.3f} → {r.treatment_mean:.3f}): "
@@ -1563,9 +1584,9 @@ def _decomposition_lines(frame: pd.DataFrame, results_dir, table: pd.DataFrame, 
 
     def piece(r, interval=True):
         interim = "; interim" if "interim" in str(getattr(r, "verdict", "")) else ""
-        return (f"{step_change(frame, r.control, r.treatment)} (`{_arm_label(r.control)}` → "
-                f"`{_arm_label(r.treatment)}`) {r.diff:+.3f}" + (f" ({_interval(r.diff_lo, r.diff_hi)}, "
-                                                                 f"{r.pairs} seeds{interim})" if interval else ""))
+        c, t = _pair_labels(r.control, r.treatment)
+        return (f"{step_change(frame, r.control, r.treatment)} (`{c}` → `{t}`) {r.diff:+.3f}"
+                + (f" ({_interval(r.diff_lo, r.diff_hi)}, {r.pairs} seeds{interim})" if interval else ""))
     resolved = total["verdict"].startswith(("higher", "lower"))
     lines = [f"- **Decomposition** of the primary's {total['diff']:+.3f} {d['metric']} into registered steps (the "
              f"finest chain over the study's designs; simultaneous {_pct(_family_level(d))} %): "
@@ -1615,7 +1636,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     m = len(d["secondary"])
     prim = d["primary"]
     lines.append(f"- **Design, registered before its runs** ({reg}): primary comparison "
-                 + (f"`{_arm_label(prim['treatment'])}` vs `{_arm_label(prim['control'])}`" if prim else "none")
+                 + (_vs(prim["control"], prim["treatment"], "`") if prim else "none")
                  + f", {d['metric']}, {flip}, {100 * d['level']:.0f} % interval; {m} secondary comparisons as one "
                  f"family (Holm-adjusted p, simultaneous intervals at {_pct(_family_level(d))} "
                  "%). A direction is claimed only when every run behind it met the plateau criterion and both its "
