@@ -573,7 +573,7 @@ def _awaiting(frame: pd.DataFrame, c: dict, d: dict, level: float, registered: d
             "awaiting": "awaiting runs: " + ", ".join(
                 f"{label} {have[side]}" + (f"/{want[side]}" if want[side] else "")
                 for side, label in zip(("control", "treatment"), _pair_labels(c["control"], c["treatment"])))
-                        + " (two paired seeds make the first estimate)"}
+            + " (two paired seeds make the first estimate)"}
 
 
 def ready(table: pd.DataFrame) -> pd.DataFrame:
@@ -926,8 +926,8 @@ P_VALUES = ("p_t", "p_holm", "p_sign_flip")
 def _cell(value, ci, digits: int, signed: bool, p_value: bool = False) -> str:
     if not isinstance(value, (float, np.floating)) or not np.isfinite(value):
         return _fmt(value, digits)
-    if p_value and value < 0.5 * 10 ** -digits:
-        return f"< {10 ** -digits:.{digits}f}"  # a p that rounds to 0 is small, not impossible
+    if p_value:
+        return _p_format(value, digits)
     text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
     return text if ci is None or not np.isfinite(ci) else f"{text} ± {ci:.{digits}f}"
 
@@ -1505,10 +1505,13 @@ def _interval(lo, hi, digits=3) -> str:
 POWER_CAP = 10_000  # stats.seeds_for_power's default ``most``
 
 
+def _p_format(value: float, digits: int = 3) -> str:
+    """A p-value at ``digits``; one that rounds to 0 reads "< 0.001": small, not impossible."""
+    return f"< {10 ** -digits:.{digits}f}" if value < 0.5 * 10 ** -digits else f"{value:.{digits}f}"
+
+
 def _p_text(name, value) -> str:
-    if not np.isfinite(value):
-        return f"{name} n/a"
-    return f"{name} < 0.001" if value < 0.0005 else f"{name} {value:.3f}"  # a p that rounds to 0 is small, not 0
+    return f"{name} {_p_format(value)}" if np.isfinite(value) else f"{name} n/a"
 
 
 def _pct(level: float) -> str:
