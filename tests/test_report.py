@@ -16,20 +16,25 @@ from ufpa import page, records, report
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25), late_gain=0.0):
-    """A train_run record with known numbers (the fields the report reads), written like train writes them."""
+def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25), late_gain=0.0, curve=None):
+    """A train_run record with known numbers (the fields the report reads), written like train writes them.
+    ``curve``: val AP (no flip) at epochs 1, 2, ... instead of the default two-epoch curve; the run lasts one epoch
+    more and ends at ``ap - 0.02`` (no flip)."""
     metrics = {"AP": ap, "AP50": 0.9, "AP75": ap / 2, "AR": ap + 0.05, "epe_mean": epe, "epe_median": epe / 2,
                "bias_x": bias[0], "bias_y": bias[1], "bias_x_per_joint": [bias[0]] * 17,
                "bias_y_per_joint": [bias[1]] * 17, "pck@0.05": 0.7, "flip_consistency_px": 3.0 + seed}
     eff = [s + 1 for s in size] if alignment == "ufpa" else list(size)
     rid = f"hrnet_w8_tiny-{alignment}-{size[0]}x{size[1]}-udp-s{seed}-00000000"
     config = {"model": "hrnet_w8_tiny", "alignment": alignment, "head": "udp", "codec": "udp",
-              "input_size": list(size), "seed": seed, "epochs": 2, "data": "/x/synthpose-easy"}
+              "input_size": list(size), "seed": seed, "epochs": 2 if curve is None else len(curve) + 1,
+              "data": "/x/synthpose-easy"}
     results = {"run_id": rid, "no_flip": {**metrics, "AP": ap - 0.02, "flip_test": False},
                "flip": {**metrics, "flip_test": True},
                "learning_curve": [{"epoch": 1, "loss": 1.0, "val_AP": ap - 0.02 - late_gain, "val_epe_mean": 9.0,
                                    "images_per_s": 1,
-                                   "seconds": 1}, {"epoch": 2, "loss": 0.5, "images_per_s": 1, "seconds": 1}],
+                                   "seconds": 1}, {"epoch": 2, "loss": 0.5, "images_per_s": 1, "seconds": 1}]
+               if curve is None else [{"epoch": e + 1, "loss": 1.0, "val_AP": v, "images_per_s": 1, "seconds": 1}
+                                      for e, v in enumerate(curve)],
                "params": 175803, "gflops": 0.0166, "input_size": eff, "wall_s": 10.0, "images_per_s": 100.0,
                "misalignment": {"fusions": 21, "max_abs_px": 28.0 if alignment == "baseline" else 0.0,
                                 "mean_abs_px": 1.0, "border_max_abs_px": 28.0 if alignment == "ufpa_any" else 0.0}}
@@ -516,6 +521,35 @@ def test_no_claim_from_runs_that_had_not_plateaued(tmp_path):
     text = report.findings(frame, results_dir=folder)
     assert "registered before its runs" in text and "**no claim: 3 of its 6 runs had not plateaued**" in text
     assert "higher" not in text.split("**Primary")[1].split("\n")[0]
+
+
+def test_eval_noise_that_fails_the_registered_plateau_rule_gets_a_labelled_post_hoc_reading(tmp_path):
+    # flat curves that zigzag by 0.01 over 40 epochs: the registered rule (epoch 30 -> final) sees +0.010 in the
+    # baseline, whose epoch 30 is a low point; the line through the last quarter's evaluations sees no gain in either
+    folder = tmp_path / "results"
+    for seed in range(3):
+        fake_record(folder, "baseline", (96, 64), seed, 0.33, curve=[0.30 + 0.01 * (e % 2) for e in range(1, 40)])
+        fake_record(folder, "ufpa_any", (96, 64), seed, 0.38 + 0.001 * seed,
+                    curve=[0.35 + 0.01 * ((e + 1) % 2) for e in range(1, 40)])
+    frame = report.load_runs(folder)
+    runs = frame[~frame["flip_test"]]
+    assert runs["late_gain_AP"].round(6).tolist().count(0.01) == 3 and not runs["plateau"].all()
+    assert runs["plateau_trend"].all() and (runs["trend_gain_AP"].abs() < 0.005).all()
+    register(folder, {"metric": "AP", "flip_test": False, "level": 0.95,
+                      "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}})
+    row = report.design_table(frame, folder, resamples=50).iloc[0]
+    assert row["verdict"].startswith("no claim: 3 of its 6 runs had not plateaued; post-hoc, with all 6 plateaued by "
+                                     "the fitted last-quarter trend, it reads higher")
+    assert report.convergence_table(frame).set_index("arm").loc["baseline 96x64 udp", "trend_plateaued"] == 3
+    allowed = frame.assign(plateau=True, plateau_trend=frame["arm"].str.startswith("ufpa_any"))
+    row = report.design_table(allowed, folder, resamples=50).iloc[0]  # the post-hoc reading is shown both ways
+    assert row["verdict"] == ("higher (its intervals exclude zero); post-hoc, 3 of its 6 runs had not plateaued by "
+                              "the fitted last-quarter trend")
+    rising = [0.30 + 0.005 * e for e in range(1, 40)]  # still learning: neither reading lets it claim
+    fake_record(folder, "baseline", (96, 64), 0, 0.52, curve=rising)
+    report._DESIGN_CACHE.clear()
+    row = report.design_table(report.load_runs(folder), folder, resamples=50).iloc[0]
+    assert row["verdict"] == "no claim: 3 of its 6 runs had not plateaued"
 
 
 def test_the_image_bootstrap_reads_each_runs_per_image_results_and_checks_them(results):
