@@ -534,14 +534,14 @@ def test_eval_noise_that_fails_the_registered_plateau_rule_gets_a_labelled_post_
     frame = report.load_runs(folder)
     runs = frame[~frame["flip_test"]]
     assert runs["late_gain_AP"].round(6).tolist().count(0.01) == 3 and not runs["plateau"].all()
-    assert runs["plateau_trend"].all() and (runs["trend_gain_AP"].abs() < 0.005).all()
+    assert (runs["trend_gain_AP"].abs() < 0.005).all()
     register(folder, {"metric": "AP", "flip_test": False, "level": 0.95,
                       "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}})
     row = report.design_table(frame, folder, resamples=50).iloc[0]
     assert row["verdict"].startswith("no claim: 3 of its 6 runs had not plateaued; post-hoc, with all 6 plateaued by "
                                      "the fitted last-quarter trend, it reads higher")
     assert report.convergence_table(frame).set_index("arm").loc["baseline 96x64 udp", "trend_plateaued"] == 3
-    allowed = frame.assign(plateau=True, plateau_trend=frame["arm"].str.startswith("ufpa_any"))
+    allowed = frame.assign(plateau=True, trend_gain_AP=np.where(frame["arm"].str.startswith("ufpa_any"), 0.0, 0.01))
     row = report.design_table(allowed, folder, resamples=50).iloc[0]  # the post-hoc reading is shown both ways
     assert row["verdict"] == ("higher (its intervals exclude zero); post-hoc, 3 of its 6 runs had not plateaued by "
                               "the fitted last-quarter trend")

@@ -106,7 +106,7 @@ def run_rows(record: dict) -> list[dict]:
             "params_M": res["params"] / 1e6, "gflops": res["gflops"], "wall_s": res["wall_s"],
             "images_per_s": res["images_per_s"], "final_loss": curve[-1]["loss"] if curve else None,
             "plateau": converged, "late_gain_AP": late_gain,
-            "plateau_trend": bool(trend_gain < PLATEAU_AP), "trend_gain_AP": trend_gain,
+            "trend_gain_AP": trend_gain,
             "misalignment_px": mis.get("max_abs_px", np.nan), "misalignment_mean_px": mis.get("mean_abs_px", np.nan),
             "border_misalignment_px": mis.get("border_max_abs_px", np.nan),
             "git_commit": prov["git_commit"][:10], "device": prov["device"], "torch": prov["torch"],
@@ -484,7 +484,7 @@ def compare_arms(frame: pd.DataFrame, results_dir, control: str, treatment: str,
                 - statistic(data[g][0], rows), interval_level, resamples)
     runs = pd.concat([c, t])
     row["unconverged"] = int((~runs["plateau"].astype(bool)).sum())
-    row["unconverged_trend"] = int((~runs["plateau_trend"].astype(bool)).sum())
+    row["unconverged_trend"] = _trend_unconverged(runs)
     row["runs"] = len(runs)
     sd = float(np.std(diff, ddof=1)) if n > 1 else float("nan")
     row["sd"] = sd
@@ -500,23 +500,32 @@ def _verdict(row: dict) -> str:
     # before all its registered seeds are in, a verdict is an interim look, not the design's answer
     want = row.get("registered_pairs") or 0
     interim = f"; interim: {row['pairs']} of {want} registered seeds" if row["pairs"] < want else ""
+    trend = row.get("unconverged_trend", float("nan"))  # NaN: a run too short to fit a trend; no reading then
     if row["unconverged"]:
         claim = f"no claim: {row['unconverged']} of its {row['runs']} runs had not plateaued"
-        if row.get("unconverged_trend", 1) == 0:  # eval noise, not training, failed them: say what they show
+        if trend == 0:  # eval noise, not training, failed them: say what they show
             claim += (f"; post-hoc, with all {row['runs']} plateaued by the fitted last-quarter trend, it reads "
                       f"{_direction(row, interim)}")
         return claim
     # the post-hoc reading is shown both ways: where it would also block a claim the registered rule allows, too
-    stricter = row.get("unconverged_trend", 0)
-    return _direction(row, interim) + (f"; post-hoc, {stricter} of its {row['runs']} runs had not plateaued by the "
-                                       "fitted last-quarter trend" if stricter else "")
+    return _direction(row, interim) + (f"; post-hoc, {int(trend)} of its {row['runs']} runs had not plateaued by "
+                                       "the fitted last-quarter trend" if trend > 0 else "")
 
 
 def _trend_note(runs: pd.DataFrame, lead: str = " (", close: str = ")") -> str:
     """How many runs the post-hoc fitted-trend reading counts as plateaued, where it differs from the registered
     criterion's count (empty otherwise), between ``lead`` and ``close``."""
-    registered, trend = int(runs["plateau"].astype(bool).sum()), int(runs["plateau_trend"].astype(bool).sum())
-    return "" if trend == registered else f"{lead}{trend} by the fitted last-quarter trend, a post-hoc reading{close}"
+    unconverged = _trend_unconverged(runs)
+    if not np.isfinite(unconverged) or len(runs) - unconverged == int(runs["plateau"].astype(bool).sum()):
+        return ""
+    return f"{lead}{len(runs) - int(unconverged)} by the fitted last-quarter trend, a post-hoc reading{close}"
+
+
+def _trend_unconverged(runs: pd.DataFrame) -> float:
+    """Runs whose fitted last-quarter trend (``plateau_trend``) gains ``PLATEAU_AP`` or more; NaN when a run is too
+    short to fit one (then there is no post-hoc reading at all)."""
+    gains = runs["trend_gain_AP"].to_numpy(float)
+    return float((gains >= PLATEAU_AP).sum()) if np.isfinite(gains).all() else float("nan")
 
 
 def _direction(row: dict, interim: str) -> str:
@@ -607,7 +616,7 @@ def _awaiting(frame: pd.DataFrame, c: dict, d: dict, level: float, registered: d
             "ready": False, "pairs": _paired_seeds(frame, c, d["flip_test"]), "control_mean": nan,
             "treatment_mean": nan, "diff": nan, "diff_lo": nan, "diff_hi": nan, "boot_lo": nan, "boot_hi": nan,
             "interval_level": level, "p_t": nan, "p_sign_flip": nan, "runs": have["control"] + have["treatment"],
-            "unconverged": 0, "unconverged_trend": 0, "sd": nan, "seeds_for_power": None, "seeds": [], "per_seed": [],
+            "unconverged": 0, "unconverged_trend": nan, "sd": nan, "seeds_for_power": None, "seeds": [], "per_seed": [],
             "awaiting": "awaiting runs: " + ", ".join(
                 f"{label} {have[side]}" + (f"/{want[side]}" if want[side] else "")
                 for side, label in zip(("control", "treatment"), _pair_labels(c["control"], c["treatment"])))
@@ -800,7 +809,7 @@ def convergence_table(frame: pd.DataFrame) -> pd.DataFrame:
                     "plateaued": int(g["plateau"].astype(bool).sum()),
                     "late_gain_median": float(np.nanmedian(g["late_gain_AP"])),
                     "late_gain_max": float(np.nanmax(g["late_gain_AP"])),
-                    "trend_plateaued": int(g["plateau_trend"].astype(bool).sum()),
+                    "trend_plateaued": int((g["trend_gain_AP"] < PLATEAU_AP).sum()),
                     "trend_gain_max": float(np.nanmax(g["trend_gain_AP"])), "AP_no_flip": float(g["AP"].mean())})
     return pd.DataFrame(out)
 
