@@ -50,16 +50,20 @@ def _size(hw) -> str:
 PLATEAU_AP = 0.005
 
 
+def _evaluations(record: dict) -> list[tuple[int, float]]:
+    """(epoch, val AP no flip) of every evaluation in the run's learning curve, in order."""
+    return [(h["epoch"], h["val_AP"]) for h in record["results"]["learning_curve"] if h.get("val_AP") is not None]
+
+
 def plateau(record: dict) -> tuple[bool, float]:
     """(met, gain): the val AP (no flip) the run gained from its last evaluation at or before 3/4 of its epochs to its
     end (the final evaluation); met when that gain is below ``PLATEAU_AP``. A run with no evaluation that early has
     not shown a plateau (met False, gain NaN)."""
-    cfg, res = record["config"], record["results"]
-    epochs = cfg["epochs"]
-    early = [h for h in res["learning_curve"] if h.get("val_AP") is not None and h["epoch"] <= 0.75 * epochs]
+    epochs = record["config"]["epochs"]
+    early = [ap for epoch, ap in _evaluations(record) if epoch <= 0.75 * epochs]
     if not early:
         return False, float("nan")
-    gain = res["no_flip"]["AP"] - early[-1]["val_AP"]
+    gain = record["results"]["no_flip"]["AP"] - early[-1]
     return bool(gain < PLATEAU_AP), float(gain)
 
 
@@ -68,11 +72,9 @@ def plateau_trend(record: dict) -> float:
     evaluation there (the final one included), not from two of them. A post-hoc reading, beside the registered
     ``plateau``: two evaluations differ by eval noise alone (SD up to 0.009 AP on a run near AP 0.73), a line through
     ~19 of them much less. NaN with fewer than 3 evaluations in that quarter."""
-    cfg, res = record["config"], record["results"]
-    epochs = cfg["epochs"]
-    points = [(h["epoch"], h["val_AP"]) for h in res["learning_curve"]
-              if h.get("val_AP") is not None and 0.75 * epochs <= h["epoch"] < epochs]
-    points.append((epochs, res["no_flip"]["AP"]))
+    epochs = record["config"]["epochs"]
+    points = [(epoch, ap) for epoch, ap in _evaluations(record) if 0.75 * epochs <= epoch < epochs]
+    points.append((epochs, record["results"]["no_flip"]["AP"]))
     if len(points) < 3:
         return float("nan")
     epoch, ap = np.asarray(points, float).T
