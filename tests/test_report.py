@@ -11,9 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ufpa import page, records, report
+from ufpa import integrity, page, records, report
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def fake_config(alignment, size, seed, epochs=2) -> dict:
+    return {"model": "hrnet_w8_tiny", "alignment": alignment, "head": "udp", "codec": "udp", "input_size": list(size),
+            "seed": seed, "epochs": epochs, "data": "/x/synthpose-easy"}
+
+
+def fake_id(alignment, seed, size=(96, 64), epochs=2) -> str:
+    """The run id of ``fake_record``'s record."""
+    return integrity.recorded_run_id(fake_config(alignment, size, seed, epochs))
 
 
 def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25), late_gain=0.0, curve=None):
@@ -24,10 +34,8 @@ def fake_record(folder, alignment, size, seed, ap, epe=5.0, bias=(0.5, -0.25), l
                "bias_x": bias[0], "bias_y": bias[1], "bias_x_per_joint": [bias[0]] * 17,
                "bias_y_per_joint": [bias[1]] * 17, "pck@0.05": 0.7, "flip_consistency_px": 3.0 + seed}
     eff = [s + 1 for s in size] if alignment == "ufpa" else list(size)
-    rid = f"hrnet_w8_tiny-{alignment}-{size[0]}x{size[1]}-udp-s{seed}-00000000"
-    config = {"model": "hrnet_w8_tiny", "alignment": alignment, "head": "udp", "codec": "udp",
-              "input_size": list(size), "seed": seed, "epochs": 2 if curve is None else len(curve) + 1,
-              "data": "/x/synthpose-easy"}
+    config = fake_config(alignment, size, seed, 2 if curve is None else len(curve) + 1)
+    rid = integrity.recorded_run_id(config)  # a record is its run: the report recomputes the id
     results = {"run_id": rid, "no_flip": {**metrics, "AP": ap - 0.02, "flip_test": False},
                "flip": {**metrics, "flip_test": True},
                "learning_curve": [{"epoch": 1, "loss": 1.0, "val_AP": ap - 0.02 - late_gain, "val_epe_mean": 9.0,
@@ -291,20 +299,36 @@ def _edit(path, change):
     Path(path).write_text(json.dumps(rec))
 
 
+def _reidentify(path) -> Path:
+    """A record whose config was changed, made its run again: its run id recomputed and the file named after it (as
+    if that config had been trained), so the checks after the identity check are reached."""
+    rec = json.loads(Path(path).read_text())
+    rec["results"]["run_id"] = integrity.recorded_run_id(rec["config"])
+    Path(path).unlink()
+    new = Path(path).with_name(f"{rec['results']['run_id']}.json")
+    new.write_text(json.dumps(rec))
+    return new
+
+
 @pytest.mark.parametrize("change, message", [
-    (lambda r: r["config"].update(epochs=8), r"seeds of one condition .* different configs \(epochs 2 vs 8\)"),
+    (lambda r: r["config"].update(epochs=8), r"config field the id's hash covers .* differs"),
+    (lambda r: r["config"].update(seed=0), r"config.seed is 's0' but the run id says otherwise"),
     (lambda r: r["results"]["flip"].update(AP=None), r"flip AP is None, not a finite number"),
     (lambda r: r["results"]["flip"].update(AP="0.9"), r"flip AP is '0.9', not a finite number"),
     (lambda r: r["provenance"].update(git_commit="f" * 40), r"2 versions of the training code .*commit ffffffffff"),
-    (lambda r: r["config"].update(seed=0), r"seed\(s\) \[0\] more than once"),
 ])
 def test_a_report_pools_only_seeds_of_one_identical_config(results, change, message):
     """A 2-epoch and an 8-epoch record of one variant were pooled as seeds; a null metric dropped a seed silently;
-    a text metric died in numpy; two commits were pooled into one CI (issue 18)."""
+    a text metric died in numpy; two commits were pooled into one CI (issue 18). An edited config is refused as not
+    its run (issue 41); made its run again, a record of another config is refused as another condition."""
     victim = next((results / "runs").glob("hrnet_w8_tiny-ufpa-96x64-udp-s1-*.json"))
     _edit(victim, change)
     with pytest.raises(ValueError, match=message):
         report.load_runs(results)
+    if "hash covers" in message:  # made its run: two epoch counts under one condition
+        _reidentify(victim)
+        with pytest.raises(ValueError, match=r"seeds of one condition .* different configs \(epochs 2 vs 8\)"):
+            report.load_runs(results)
 
 
 def test_a_copied_record_counts_once_and_commits_pool_only_when_asked(results):
@@ -313,7 +337,7 @@ def test_a_copied_record_counts_once_and_commits_pool_only_when_asked(results):
     assert len(report.load_runs(results, one_commit=False)) == 36
     copy = first.with_name("copy.json")
     copy.write_bytes(first.read_bytes())
-    with pytest.raises(ValueError, match="are the same run"):
+    with pytest.raises(ValueError, match="copy.json holds the record of run .* rename it"):
         report.load_runs(results, one_commit=False)
 
 
@@ -377,14 +401,19 @@ DESIGN = {"metric": "AP", "flip_test": True, "level": 0.95,
           "secondary": [{"control": "baseline 128x96 udp", "treatment": "ufpa 129x97 udp"}]}
 
 
-def register(results, design=DESIGN, profile="t", arms=None, seeds=()):
+def register(results, design=DESIGN, profile="t", arms=None, seeds=(), seen=()):
     """A design record as ``sweep.register_design`` writes it; ``arms`` ((alignment, HxW-as-run) pairs) names the
-    fake records' run ids at ``seeds`` for each (none by default)."""
+    fake records' run ids at ``seeds`` for each (none by default); ``seen``: the run ids it names as seen when it
+    registered (default none, as a design registered before its runs; None: a record made before designs named them,
+    whose seen runs the report reads from the records' times)."""
     from ufpa import sweep
 
-    ids = {f"{a} {size} udp": [f"hrnet_w8_tiny-{a}-96x64-udp-s{s}-00000000" for s in seeds] for a, size in arms or ()}
-    records.write_record(results / "design" / f"{profile}.json", "design", {"profile": profile, **design},
-                         {"arms": ids, "comparisons": sweep.comparisons(design)})
+    ids = {f"{a} {size} udp": [fake_id(a, s) for s in seeds] for a, size in arms or ()}
+    path = records.write_record(results / "design" / f"{profile}.json", "design", {"profile": profile, **design},
+                                {"arms": ids, "comparisons": sweep.comparisons(design)}
+                                | ({} if seen is None else {"seen_at_registration": list(seen)}))
+    integrity.index_design(path)  # registered as the sweep registers it: once, its hash in the folder's index
+    return path
 
 
 def write_instances(results, run_id, oks, seed=0):
@@ -445,7 +474,8 @@ def test_a_control_design_splits_a_step_and_the_decomposition_takes_the_finest_c
     assert (dec["shared_seeds"] == 2).all() and total["diff_shared"] == pytest.approx(0.015)  # seeds 0 and 1
     assert summed["diff_shared"] == pytest.approx(total["diff_shared"]) and summed["pairs"] == 2
     first = dec.loc["baseline 96x64 udp -> bilinear_corners 96x64 udp"]
-    assert first["diff"] == pytest.approx(0.006) and first["verdict"].endswith("interim: 2 of 3 registered seeds)")
+    assert first["diff"] == pytest.approx(0.006) and first["verdict"].endswith(
+        f"interim: 2 of 3 registered seeds, no record of {fake_id('bilinear_corners', 2)})")
     assert dec["share_of_total"].isna().all()  # the total is not resolved: no shares of it
     assert report.step_change(frame, "bilinear_corners 96x64 udp", "ufpa_any 96x64 udp") == \
         "upsampling bilinear_corners → aligned"
@@ -456,7 +486,9 @@ def test_a_control_design_splits_a_step_and_the_decomposition_takes_the_finest_c
 def test_the_study_design_is_judged_on_its_registered_runs_only(results):
     """Runs of a registered arm that no study design names (a confirmatory design's new seeds) never join the
     study's pairs, its findings or its course with training; an arm with no registered runs keeps all of them."""
-    register(results, arms=[("baseline", "96x64"), ("ufpa", "97x65")], seeds=(0, 1))  # seed 2: someone else's
+    register(results, arms=[("baseline", "96x64"), ("ufpa", "97x65")], seeds=(0, 1))
+    register(results, {"confirms": "t", "metric": "epe_px", "flip_test": False, "level": 0.95,  # seed 2: another's
+                       "primary": DESIGN["primary"]}, "c", arms=[("baseline", "96x64"), ("ufpa", "97x65")], seeds=(2,))
     frame = report.load_runs(results)
     table = report.design_table(frame, results, resamples=50).set_index("name")
     primary = table.loc["primary"]
@@ -519,7 +551,8 @@ def test_no_claim_from_runs_that_had_not_plateaued(tmp_path):
     row = report.design_table(frame, folder, resamples=50).iloc[0]
     assert row["diff_lo"] > 0 and row["verdict"] == "no claim: 3 of its 6 runs had not plateaued"
     text = report.findings(frame, results_dir=folder)
-    assert "registered before its runs" in text and "**no claim: 3 of its 6 runs had not plateaued**" in text
+    assert "**Design, registered** (profile t" in text and "before any of its runs had started)" in text
+    assert "**no claim: 3 of its 6 runs had not plateaued**" in text
     assert "higher" not in text.split("**Primary")[1].split("\n")[0]
 
 
@@ -554,7 +587,7 @@ def test_eval_noise_that_fails_the_registered_plateau_rule_gets_a_labelled_post_
 
 def test_the_image_bootstrap_reads_each_runs_per_image_results_and_checks_them(results):
     register(results)
-    runs = {p.stem: json.loads(p.read_text()) for p in (results / "runs").glob("*-00000000.json")}
+    runs = {p.stem: json.loads(p.read_text()) for p in records.run_record_paths(results / "runs")}
     rng = np.random.default_rng(0)
     for rid, rec in runs.items():
         if rec["config"]["input_size"] == [96, 64]:
@@ -576,12 +609,12 @@ def test_the_image_bootstrap_reads_each_runs_per_image_results_and_checks_them(r
 
 def test_designs_that_disagree_are_refused(results):
     register(results)
-    register(results, {**DESIGN, "flip_test": False}, profile="other")
-    with pytest.raises(ValueError, match="disagree on metric, flip test or level"):
-        report.design(results)
     register(results, {**DESIGN, "primary": {"control": "baseline 128x96 udp", "treatment": "ufpa 129x97 udp"}},
-             profile="other")
+             profile="other")  # as written before registration refused a second primary (issue 41)
     with pytest.raises(ValueError, match="2 primary comparisons registered"):
+        report.design(results)
+    register(results, {**DESIGN, "flip_test": False}, profile="third")
+    with pytest.raises(ValueError, match="disagree on metric, flip test or level"):
         report.design(results)
 
 
@@ -656,12 +689,13 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     assert waiting["verdict"].startswith("awaiting runs: baseline 96x64 3/3, bilinear 96x64 0/3")
     assert report._registered_runs(folder) == {}, "the study registered no run ids; the confirmatory ones stay apart"
     text = report.own_family_findings(frame, folder)
-    assert "9 of its records were written no later than it registered: not a held-out test" in text  # fakes came first
+    assert "registered" in text and "before any of its runs had started)" in text and "held-out" not in text
     assert "Confirmatory secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text
     assert primary["verdict"] == "lower (its intervals exclude zero)", "all registered seeds in: the design's answer"
-    (folder / "runs" / "hrnet_w8_tiny-ufpa-96x64-udp-s3-00000000.json").unlink()  # one registered seed still out
+    (folder / "runs" / f"{fake_id('ufpa', 3)}.json").unlink()  # one registered seed still out
     rows = report.own_family_rows(report.load_runs(folder), folder).set_index("treatment")
-    assert rows.loc["ufpa 97x65 udp", "verdict"].endswith("; interim: 2 of 3 registered seeds)")
+    assert rows.loc["ufpa 97x65 udp", "verdict"].endswith(f"; interim: 2 of 3 registered seeds, no record of "
+                                                          f"{fake_id('ufpa', 3)})")
 
 
 def test_a_design_of_its_own_family_on_another_metric_stands_beside_the_study(results):
@@ -684,7 +718,7 @@ def test_a_design_of_its_own_family_on_another_metric_stands_beside_the_study(re
     text = report.own_family_findings(frame, results)
     assert "**Design `o`, its own family** (registered" in text and "its comparisons on epe_px" in text
     assert "no primary, 2 secondary as one Holm family (simultaneous 97.5 %)" in text
-    assert "of runs it shares with other designs, were written before it" in text and "held-out" not in text
+    assert "before any of its runs had started): its comparisons on" in text and "held-out" not in text
     assert "**`o` secondary: `ufpa 97x65` vs `baseline 96x64`**: Δepe_px" in text
     stated = report.design_markdown(results)
     assert "- Profile **o** (its own family, on epe_px and its own runs only, below)," in stated
@@ -723,6 +757,7 @@ def test_the_data_check_says_what_limits_accuracy_on_each_setting(tmp_path):
             r["config"].update(data=f"/x/{data}", flip=0.5),
             r["results"]["no_flip"].update(found_rate=0.8, epe_found=2.0, swap_rate=swap / 4, epe_per_joint=epe,
                                         swap_rate_per_joint=[swap] * 17)))
+        _reidentify(path)
     text = report.data_check_summary(tmp_path / "results")
     easy, localise = text.splitlines()
     assert easy.startswith("- `synthpose-easy`, flip augmentation 0.5") and "50.0 % of wrists" in easy
@@ -734,15 +769,18 @@ def test_the_data_check_says_what_limits_accuracy_on_each_setting(tmp_path):
 def test_two_training_codes_pool_only_when_a_reproduction_joined_them(results):
     """A sweep finished after the training code changed: its records pool with the earlier ones only where `python -m
     ufpa reproduce` re-trained a record at the new code and got it bit for bit (an equivalence record)."""
-    paths = sorted((results / "runs").glob("*-00000000.json"))
+    paths = records.run_record_paths(results / "runs")
     for i, path in enumerate(paths):
-        _edit(path, lambda r, i=i: r["results"].update(code_fingerprint="aaaa" if i % 2 else "bbbb"))
+        _edit(path, lambda r, i=i: r["results"].update(code_fingerprint="a" * 16 if i % 2 else "b" * 16))
     with pytest.raises(ValueError, match="2 versions of the training code .*python -m ufpa reproduce"):
         report.load_runs(results)
-    records.write_record(results / "equivalence" / "aaaa-bbbb.json", "code_equivalence", {"record": "x"},
-                         {"codes": ["aaaa", "bbbb"], "run_id": "x", "device": "cpu", "cpu_capability": "AVX2"})
+    first = records.read_record(paths[1])  # made by code aaaa (as an equivalence made before issue 41 names it)
+    records.write_record(results / "equivalence" / "aaaa-bbbb.json", "code_equivalence", {"record": str(paths[1])},
+                         {"codes": ["a" * 16, "b" * 16], "run_id": first["results"]["run_id"],
+                          "device": first["provenance"]["device"],
+                          "cpu_capability": first["provenance"]["cpu_capability"]})
     assert len(report.load_runs(results)) == 36
-    _edit(paths[0], lambda r: r["results"].update(code_fingerprint="cccc"))
+    _edit(paths[0], lambda r: r["results"].update(code_fingerprint="c" * 16))
     with pytest.raises(ValueError, match="3 versions of the training code"):
         report.load_runs(results)
 

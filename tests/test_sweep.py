@@ -403,8 +403,11 @@ def test_keep_resumes_a_study_on_a_fresh_machine_from_records_it_would_reproduce
     rec = records.read_record(stale, "train_run")
     records.write_record(stale, "train_run", rec["config"], {**rec["results"], "code_fingerprint": "0" * 16}, 0)
     assert not sweep.recorded_here(runs[1])
-    records.write_record(Path(reports) / "results" / "equivalence" / "x.json", "code_equivalence", {},
-                         {"codes": ["0" * 16, sweep._code()]}, 0)
+    records.write_record(Path(reports) / "results" / "equivalence" / "x.json", "code_equivalence",
+                         {"record": str(stale)},
+                         {"codes": ["0" * 16, sweep._code()], "run_id": rec["results"]["run_id"],
+                          "device": rec["provenance"]["device"], "cpu_capability": rec["provenance"]["cpu_capability"]},
+                         0)
     assert sweep.recorded_here(runs[1]) and sweep.recorded_here(runs[0])
 
 

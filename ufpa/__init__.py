@@ -13,10 +13,12 @@ import circle.
 2. ``evaluate`` (a model's keypoints on a dataset and every metric), ``audit`` (misalignment of any model), ``viz``.
 3. ``learned`` (what a learned aligner learned, read against the audit's shifts; the synthetic-shift test).
 4. ``train``: only trains (config, build, step, ``setup`` / ``train_one_epoch`` / ``evaluate_run`` / checkpoints).
-5. ``runs`` (a finished run read back), ``sweep`` (grids of runs through notebook 05), ``bench`` (records of speed).
-6. ``study`` (the cross-checks notebooks 03 and 04 show), ``report`` (tables, figures and findings from records),
+5. ``integrity`` (what a claim rests on: designs registered once, records that are their runs, equivalences that
+   prove themselves).
+6. ``runs`` (a finished run read back), ``sweep`` (grids of runs through notebook 05), ``bench`` (records of speed).
+7. ``study`` (the cross-checks notebooks 03 and 04 show), ``report`` (tables, figures and findings from records),
    ``gpu_check`` (``make gpu-check``: the GPU measurements as one script).
-7. ``page`` (``reports/study.html``), then ``__main__`` (the command line) on top.
+8. ``page`` (``reports/study.html``), then ``__main__`` (the command line) on top.
 
 Where a notebook's helper goes: 01 ``symbolic``, 02 ``probe``, 03 and 04 ``study``, 05 ``runs``, 06 ``report``. A
 notebook holds no logic of its own: its cells call these.
@@ -31,6 +33,7 @@ FLOORS = (
     ("evaluate", "audit", "viz"),
     ("learned",),
     ("train",),
+    ("integrity",),
     ("runs", "sweep", "bench"),
     ("study", "report", "gpu_check"),
     ("page",),

@@ -110,7 +110,7 @@ crops); notebook 06 turns every training record into the tables and figures. Thi
 {frame['run_id'].nunique()} training records, arms {arms} (an arm: alignment, padding where a control sets it, the size
 it runs at).
 
-**Design** (registered before the runs; a comparison is paired by seed):
+**Design** (each registration says what it had seen of its runs; a comparison is paired by seed):
 
 {report.design_markdown(results_dir)}
 **Findings** (read from the records):

@@ -197,26 +197,6 @@ def code_fingerprint(entry=TRAINING_ENTRY, notebook: Path | None = TRAINING_NOTE
     return digest.hexdigest()[:16]
 
 
-def code_groups(codes: set, folders) -> list[set]:
-    """The code identities (``"code <fingerprint>"``) joined by the equivalence records in ``<folder>/equivalence/``
-    (``runs.reproduce``: a run of one code re-trained at the other repeated bit for bit on the same CPU type): the
-    groups whose records may pool, and whose records a resumed sweep may keep."""
-    parent = {c: c for c in codes}
-
-    def root(c):
-        while parent.setdefault(c, c) != c:
-            c = parent[c]
-        return c
-    for folder in folders:
-        for path in sorted((Path(folder) / "equivalence").glob("*.json")):
-            a, b = (f"code {c}" for c in read_record(path, kind="code_equivalence")["results"]["codes"])
-            parent[root(a)] = root(b)
-    groups: dict = {}
-    for c in codes:
-        groups.setdefault(root(c), set()).add(c)
-    return list(groups.values())
-
-
 def provenance(seed: int | None = None) -> dict:
     import torch
 

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import records, stats, viz
+from . import integrity, records, stats, viz
 from .evaluate import FOUND_RADIUS
 from .models import ALL_ALIGNMENTS
 from .models._layers import PADDING_MODE, UPSAMPLE_MODE
@@ -95,7 +95,7 @@ def run_rows(record: dict) -> list[dict]:
             "run_id": res["run_id"], "model": cfg["model"], "alignment": cfg["alignment"], "head": cfg["head"],
             "codec": cfg["codec"], "size": _size(cfg["input_size"]), "input_size": _size(res["input_size"]),
             "pixels": int(cfg["input_size"][0]) * int(cfg["input_size"][1]), "seed": cfg["seed"], "flip_test": flip,
-            "epochs": cfg["epochs"], "data": Path(cfg["data"]).name,
+            "epochs": cfg["epochs"], "data": Path(cfg["data"]).name, "data_fingerprint": res.get("data_fingerprint"),
             "AP": m["AP"], "AP50": m["AP50"], "AP75": m["AP75"], "AR": m["AR"], "epe_px": m["epe_mean"],
             "epe_median_px": m["epe_median"], "abs_bias_px": abs_bias(m["bias_x_per_joint"], m["bias_y_per_joint"]),
             "abs_bias_floor_px": abs_bias_floor(m),
@@ -124,6 +124,8 @@ def run_records(results_dir) -> list[tuple[Path, dict]]:
         raise FileNotFoundError(f"no training records in {folder}; run `make study` (or `python -m ufpa sweep "
                                 f"profiles/cpu.yaml`) first")
     out = [(p, records.read_record(p, kind="train_run")) for p in records.run_record_paths(folder)]
+    for path, rec in out:
+        integrity.check_record_identity(path, rec)  # a record is the run its name says, or nothing is reported
     for path, rec in out:  # a results file left by another write of this run must not pass as this record's
         want, results = rec["results"].get("keypoints_sha256"), path.with_suffix(".keypoints.json")
         if want and results.is_file() and hashlib.sha256(results.read_bytes()).hexdigest() != want:
@@ -187,8 +189,9 @@ def check_pooling(recs: list[tuple[Path, dict]], one_commit: bool = True) -> Non
         if len(set(seeds)) != len(seeds):
             twice = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ValueError(f"condition {'/'.join(key)} has seed(s) {twice} more than once: a seed counts once")
+    integrity.check_data(recs)
     codes = {code_identity(rec) for _, rec in recs}
-    if one_commit and len(codes) > 1 and len(records.code_groups(codes, {p.parent.parent for p, _ in recs})) > 1:
+    if one_commit and len(codes) > 1 and len(integrity.code_groups(codes, {p.parent.parent for p, _ in recs})) > 1:
         named = ", ".join(sorted(codes))
         raise ValueError(f"the records were made with {len(codes)} versions of the training code ({named}): a report "
                          "is of one, or of codes shown to compute the same numbers (`python -m ufpa reproduce "
@@ -201,6 +204,7 @@ def load_runs(results_dir, one_commit: bool = True) -> pd.DataFrame:
     """The tidy frame of every training record in ``results_dir`` (see ``run_rows``), after ``check_pooling``."""
     recs = run_records(results_dir)
     check_pooling(recs, one_commit)
+    integrity.check_named(recs, design_records(results_dir))
     rows = [row for _, rec in recs for row in run_rows(rec)]
     if not rows:
         raise ValueError(f"{Path(results_dir) / 'runs'} holds no training records; run a sweep first")
@@ -279,8 +283,8 @@ def paired(frame: pd.DataFrame, metrics=METRICS, level: float = 0.95) -> pd.Data
 def design_records(results_dir) -> list[dict]:
     """The designs registered in ``results_dir/design/`` (one per profile; ``sweep.register_design`` wrote each
     before its first run trained)."""
-    folder = Path(results_dir) / "design"
-    return [records.read_record(p, kind="design") for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return [integrity.check_design_record(p, records.read_record(p, kind="design"))
+            for p in integrity.check_designs(Path(results_dir) / "design")]
 
 
 def _confirms(rec: dict) -> str | None:
@@ -292,6 +296,46 @@ def _own_family(rec: dict) -> bool:
     """Whether a design record is judged as its own family beside the study's: a confirmatory design (``confirms``)
     or one registered with ``family: own`` (e.g. on another metric). Its comparisons never join the study's family."""
     return bool(_confirms(rec)) or rec["config"].get("family") == "own"
+
+
+def _seen_at_registration(rec: dict, times: dict) -> tuple[set, str]:
+    """The runs a design record had seen when it registered, and how that is known: the ones it names
+    (``seen_at_registration``: started or recorded, written by ``sweep.register_design`` since issue 41), else its
+    runs whose records (``times``: run id -> time_utc) were written no later than it registered (to the second: a tie
+    counts as seen)."""
+    res = rec["results"]
+    if "seen_at_registration" in res:
+        return set(res["seen_at_registration"]), "had started"
+    ids = {i for ids in res["arms"].values() for i in ids}
+    return {i for i in ids if i in times and times[i] <= rec["provenance"]["time_utc"]}, "had records"
+
+
+_SEED = re.compile(r"-s(\d+)-[0-9a-f]+$")  # train.run_id ends in -s<seed>-<hash>
+
+
+def _posthoc_seeds(rec: dict, comparison: dict, seen: set) -> list[int]:
+    """The seeds of a comparison whose control and treatment runs had both been seen when ``rec`` registered it: its
+    difference on them could have been read before the plan was fixed."""
+    arms = rec["results"]["arms"]
+    sides = [{int(_SEED.search(i).group(1)) for i in arms.get(comparison[s], ()) if i in seen}
+             for s in ("control", "treatment")]
+    return sorted(sides[0] & sides[1])
+
+
+def registration_note(rec: dict, times: dict) -> str:
+    """When a design registered against its runs, in words the page and findings print: before any had started (or,
+    for a record made before designs named what they had seen, before any had a record), or after how many, and
+    whether any compared pair was among them (then those comparisons read post hoc)."""
+    seen, basis = _seen_at_registration(rec, times)
+    total = len({i for ids in rec["results"]["arms"].values() for i in ids})
+    if not seen:
+        return "before any of its runs " + ("had started" if basis == "had started" else "had a record")
+    pairs = [(c["name"], seeds) for c in rec["results"]["comparisons"]
+             if (seeds := _posthoc_seeds(rec, c, seen))]
+    where = "named in its record" if basis == "had started" else "read from their records' times"
+    tail = ("; among them both runs of a compared pair (" + "; ".join(f"{n}: seeds {s}" for n, s in pairs)
+            + "), so those comparisons read post hoc" if pairs else "; none of them both runs of a pair it compares")
+    return f"after {len(seen)} of its {total} runs {basis} ({where}){tail}"
 
 
 def _family_level(d: dict) -> float:
@@ -373,17 +417,20 @@ def design_markdown(results_dir) -> str:
         return "No design is registered in these records: the comparisons below are each alignment against the " \
                "baseline, without a pre-registered primary.\n"
     present: dict = {}
+    times = {}
     for _, rec in run_records(results_dir) if (Path(results_dir) / "runs").is_dir() else []:  # none trained yet
         cfg, res = rec["config"], rec["results"]
         present.setdefault(arm_name(cfg["alignment"], cfg.get("padding", ""), res["input_size"], cfg["codec"]),
                            set()).add(res["run_id"])
+        times[res["run_id"]] = rec["provenance"]["time_utc"]
     lines, confirm = [], []
     for rec in design_records(results_dir):
         arms = rec["results"]["arms"]
         have = ", ".join(f"`{_arm_label(a)}` {len(present.get(a, set()) & set(ids))}/{len(ids)}"
                          for a, ids in arms.items())
         line = (f"- Profile **{rec['config']['profile']}**, registered {rec['provenance']['time_utc']} at commit "
-                f"{rec['provenance']['git_commit'][:10]}; runs with records here: {have}.")
+                f"{rec['provenance']['git_commit'][:10]}, {registration_note(rec, times)}; runs with records here: "
+                f"{have}.")
         if _confirms(rec):
             confirm.append(line.replace("**,", f"** (confirmatory: the comparisons of `{_confirms(rec)}` on "
                                                f"{rec['config']['metric']}, on its own runs only; its own family, "
@@ -435,6 +482,13 @@ def _sidecar(results_dir, run_id: str, suffix: str, key: str, what: str) -> byte
     return text
 
 
+def _sidecar_missing(results_dir, run_id: str, suffix: str = ".instances.json", key: str = "instances_sha256") -> bool:
+    """Whether a run's record names a file beside it (by its hash) that is not there."""
+    path = Path(results_dir) / "runs" / f"{run_id}{suffix}"
+    rec = records.read_record(path.with_name(f"{run_id}.json"), kind="train_run")
+    return bool(rec["results"].get(key)) and not path.is_file()
+
+
 def run_instances(results_dir, run_id: str, flip_test: bool) -> dict | None:
     """A run's per-image results at one flip setting (numpy arrays), checked against the hash in its record; None for
     a record made before runs wrote them."""
@@ -475,7 +529,15 @@ def compare_arms(frame: pd.DataFrame, results_dir, control: str, treatment: str,
            "per_seed": diff.tolist(), "ready": True}
     row["boot_lo"] = row["boot_hi"] = float("nan")
     statistic = _per_image(metric)
+    row["withheld"] = ""
     if statistic is not None and n:
+        lost = [f"{rid}.instances.json" for rid in (*c["run_id"], *t["run_id"]) if _sidecar_missing(results_dir, rid)]
+        if lost:  # named in its record, so the bootstrap is owed: without it the verdict would rest on t alone
+            row["withheld"] = (f"withheld: {Path(results_dir) / 'runs' / lost[0]} is missing"
+                               + (f" (and {len(lost) - 1} more)" if len(lost) > 1 else "")
+                               + ", though its record names its hash, and the verdict needs the bootstrap over images "
+                               "it holds: restore it (`git checkout`) or re-run the run")
+    if statistic is not None and n and not row["withheld"]:
         data = [(run_instances(results_dir, c.loc[s, "run_id"], flip_test),
                  run_instances(results_dir, t.loc[s, "run_id"], flip_test)) for s in seeds]
         usable = all(a is not None and b is not None and np.array_equal(a["image_id"], b["image_id"])
@@ -499,9 +561,14 @@ def _verdict(row: dict) -> str:
     (corrected) intervals, over seeds and over seeds and images, exclude zero."""
     if not row.get("ready", True):
         return row["awaiting"]
+    if row.get("withheld"):
+        return row["withheld"]
     # before all its registered seeds are in, a verdict is an interim look, not the design's answer
     want = row.get("registered_pairs") or 0
-    interim = f"; interim: {row['pairs']} of {want} registered seeds" if row["pairs"] < want else ""
+    missing = row.get("missing") or []
+    named = (f", no record of {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+             if missing else "")
+    interim = f"; interim: {row['pairs']} of {want} registered seeds{named}" if row["pairs"] < want else ""
     trend = row.get("unconverged_trend", float("nan"))  # NaN: a run too short to fit a trend; no reading then
     if row["unconverged"]:
         claim = f"no claim: {row['unconverged']} of its {row['runs']} runs had not plateaued"
@@ -548,7 +615,10 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dic
     d = design(results_dir) if d is None else d
     if d is None:
         return pd.DataFrame()
+    times = dict(zip(frame["run_id"], frame["time_utc"]))
+    by_profile = {r["config"]["profile"]: r for r in design_records(results_dir)}
     frame = design_frame(frame, results_dir, d)
+    check_judged(frame, results_dir, d)
     rows = []
     registered = _registered_runs(results_dir) if "arms" not in d else {a: set(i) for a, i in d["arms"].items()}
     for role, comps, lvl in (("primary", [d["primary"]] if d["primary"] else [], d["level"]),
@@ -565,13 +635,48 @@ def design_table(frame: pd.DataFrame, results_dir, resamples: int = 2000, d: dic
         for c, r, p in zip(comps, family, adjusted):
             r["p_holm"] = p if r["ready"] else float("nan")
             r["registered_pairs"] = min(len(registered.get(c[side], ())) for side in ("control", "treatment"))
+            r["missing"] = sorted(set().union(*(registered.get(c[side], set()) for side in ("control", "treatment")))
+                                  - set(frame["run_id"]))
             r["verdict"] = _verdict(r)
+            rec = by_profile[c["profile"]]
+            seen, basis = _seen_at_registration(rec, times)
+            late = _posthoc_seeds(rec, c, seen)
+            if late:  # a difference that could be read before the plan was fixed is no pre-registered test
+                r["verdict"] = (f"post hoc (both its runs of seed(s) {late} {basis} when {c['profile']} registered "
+                                f"it): {r['verdict']}")
             rows.append(r)
     cols = ["role", "profile", "name", "control", "treatment", "metric", "flip_test", "ready", "pairs", "seeds",
             "control_mean", "treatment_mean", "diff", "diff_lo", "diff_hi", "boot_lo", "boot_hi", "interval_level",
             "p_t", "p_holm", "p_sign_flip", "runs", "unconverged", "unconverged_trend", "sd", "seeds_for_power",
             "verdict", "per_seed"]
     return pd.DataFrame(rows)[cols]
+
+
+# A design metric's field in a record's results.<no_flip|flip> (the report's column names differ).
+RECORD_FIELD = {"epe_px": "epe_mean", "epe_found_px": "epe_found", "pck_0.01": "pck@0.01", "pck_0.02": "pck@0.02",
+                "pck_0.05": "pck@0.05"}
+
+
+def check_judged(frame: pd.DataFrame, results_dir, d: dict) -> None:
+    """The runs a design judges (``design_frame``) hold its metric as a finite number and each compared pair ran on
+    one dataset: a null metric would drop a seed without a word, and an arm on other data would be compared as if
+    it were the same experiment."""
+    sub = frame[frame["flip_test"] == d["flip_test"]]
+    comps = ([d["primary"]] if d["primary"] else []) + list(d["secondary"])
+    judged = sub[sub["arm"].isin({c[side] for c in comps for side in ("control", "treatment")})]
+    for rid, value in zip(judged["run_id"], judged[d["metric"]].astype(float)):
+        if not np.isfinite(value):
+            field = f"results.{'flip' if d['flip_test'] else 'no_flip'}.{RECORD_FIELD.get(d['metric'], d['metric'])}"
+            raise ValueError(f"{Path(results_dir) / 'runs' / rid}.json: {field} is not a finite number, and the "
+                             f"design judges the run on it ({d['metric']}): the run failed or the record was edited; "
+                             "restore it (`git checkout`) or re-run it (a seed must not drop out silently)")
+    for c in comps:
+        pair = sub[sub["arm"].isin([c["control"], c["treatment"]])]
+        data = pair.groupby(["data", "data_fingerprint"], dropna=False)["arm"]
+        if data.ngroups > 1:
+            seen = "; ".join(f"{', '.join(sorted(set(arms)))} on {name} ({fp})" for (name, fp), arms in data)
+            raise ValueError(f"{results_dir}: {c['name']} compares runs on different data ({seen}): a comparison is "
+                             "of one dataset; re-run the other arm on the study's data")
 
 
 def design_frame(frame: pd.DataFrame, results_dir, d: dict | None = None) -> pd.DataFrame:
@@ -1600,23 +1705,23 @@ def own_family_findings(frame: pd.DataFrame, results_dir) -> str:
     runs so far and their convergence, and each comparison as ``_comparison_lines`` words it. A confirmatory design's
     verdicts are the only ones that may call an exploratory result of the design it confirms a finding."""
     lines = []
+    times = dict(zip(frame["run_id"], frame["time_utc"]))
+    by_profile = {r["config"]["profile"]: r for r in design_records(results_dir)}
     for d in own_family_designs(results_dir):
         table = _cached(frame, results_dir, d)
         runs = design_frame(frame, results_dir, d).query("flip_test == @d['flip_test']")
         reg = d["registered"][0]
         seeds = sorted({int(re.search(r"-s(\d+)-[0-9a-f]+$", i).group(1)) for i in d["run_ids"]})  # train.run_id
         m = len(d["secondary"])
-        early = sorted(runs.loc[runs["time_utc"] <= reg["time_utc"], "run_id"])  # to the second: a tie is early
+        when = registration_note(by_profile[d["profile"]], times)
         if d["confirms"]:
-            when = (f"{len(early)} of its records were written no later than it registered: not a held-out test"
-                    if early else "every record of its runs written after it")
+            held_out = when.startswith("before")
             what = (f"**Confirmatory design `{d['profile']}`** (registered {reg['time_utc']} at commit "
-                    f"{reg['git_commit']}; {when}): the comparisons of `{d['confirms']}` on")
+                    f"{reg['git_commit']}, {when}{'' if held_out else ': not a held-out test'}): the comparisons of "
+                    f"`{d['confirms']}` on")
         else:  # runs it shares with another design may have records from before it: it claims no held-out test
-            when = (f"{len(early)} of its records, of runs it shares with other designs, were written before it"
-                    if early else "every record of its runs written after it")
             what = (f"**Design `{d['profile']}`, its own family** (registered {reg['time_utc']} at commit "
-                    f"{reg['git_commit']}; {when}): its comparisons on")
+                    f"{reg['git_commit']}, {when}): its comparisons on")
         primary = f"primary at {100 * d['level']:.0f} %, " if d["primary"] else "no primary, "
         lines.append(f"- {what} {d['metric']}, {_flip_note(d['flip_test'])}, seeds {seeds} only; {primary}{m} "
                      f"secondary as one Holm family (simultaneous {_pct(_family_level(d))} %). Runs with records: "
@@ -1679,6 +1784,7 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
     (exploratory). A direction is claimed only as ``_verdict`` allows."""
     d = design(results_dir)
     table = cached_design_table(frame, results_dir)
+    times = dict(zip(frame["run_id"], frame["time_utc"]))
     frame = design_frame(frame, results_dir, d)
     sub = frame[frame["flip_test"] == d["flip_test"]]
     runs = sub.drop_duplicates("run_id")
@@ -1687,10 +1793,12 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
              f"{', '.join(sorted(set(sub['data'])))}; {runs['epochs'].iloc[0]} epochs; arms "
              f"{', '.join(_arm_label(a) for a in arm_order(sub['arm']))}; seeds {sorted(set(sub['seed']))}; "
              f"{', '.join(sorted(set(sub['device'])))}; commit(s) {', '.join(sorted(set(sub['git_commit'])))})."]
-    reg = "; ".join(f"profile {r['profile']}, {r['time_utc']}, commit {r['git_commit']}" for r in d["registered"])
+    joined = {r["config"]["profile"]: r for r in design_records(results_dir)}
+    reg = "; ".join(f"profile {r['profile']}, {r['time_utc']}, commit {r['git_commit']}, "
+                    f"{registration_note(joined[r['profile']], times)}" for r in d["registered"])
     m = len(d["secondary"])
     prim = d["primary"]
-    lines.append(f"- **Design, registered before its runs** ({reg}): primary comparison "
+    lines.append(f"- **Design, registered** ({reg}): primary comparison "
                  + (_vs(prim["control"], prim["treatment"], "`") if prim else "none")
                  + f", {d['metric']}, {flip}, {100 * d['level']:.0f} % interval; {m} secondary comparisons as one "
                  f"family (Holm-adjusted p, simultaneous intervals at {_pct(_family_level(d))} "

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import config, records
+from . import config, integrity, records
 from .data import synthetic
 from .data.coco import MEAN, STD
 from .train import (
@@ -120,13 +120,40 @@ def notebook_config(namespace: dict, synth: dict | None = None) -> TrainConfig:
     """
     config.check_known_parameters(namespace, [f.name for f in dataclasses.fields(TrainConfig)]
                                   + list(NOTEBOOK_EXTRA_PARAMETERS))
+    check_shown(namespace.get("show", 3), namespace.get("compare_with", []))
     cfg = config.replace(TrainConfig(), {f.name: namespace[f.name] for f in dataclasses.fields(TrainConfig)
                                          if f.name in namespace})
+    inside_repository(cfg)
     cfg = resolve_paths(cfg)
     validate(cfg)
     if synth:
         synthetic.ensure(cfg.data, **synth)
     return cfg
+
+
+def check_shown(show, compare_with) -> None:
+    """Notebook 05's display parameters, checked before anything trains (a bad one would fail after training)."""
+    from .models import ALL_ALIGNMENTS
+
+    config.check_parameter("show", show, isinstance(show, int) and not isinstance(show, bool) and show >= 1,
+                           "a whole number of val crops >= 1")
+    unknown = [a for a in compare_with if a not in ALL_ALIGNMENTS] if isinstance(compare_with, list) else None
+    config.check_parameter("compare_with", compare_with, unknown == [],
+                           f"a list of alignment names from {list(ALL_ALIGNMENTS)}"
+                           + (f" ({unknown} are not)" if unknown else ""))
+
+
+def inside_repository(cfg: TrainConfig) -> None:
+    """A relative ``data``, ``out`` or ``reports`` is taken from the repository root, so it must stay inside it: from
+    ``--cwd notebooks`` a user writes ``../scratch/nb`` meaning the repository's scratch/, which from the root is
+    outside the clone. An absolute path is taken as it is."""
+    root = records.REPO_ROOT.resolve()
+    for name in PATH_FIELDS:
+        value = getattr(cfg, name)
+        if value and not Path(value).is_absolute() and not (root / value).resolve().is_relative_to(root):
+            raise ValueError(f"notebook parameter {name}={value!r} leaves the repository: relative paths are taken "
+                             f"from the repository root ({root}), whatever the working directory; pass one inside "
+                             f"it (e.g. -p {name} scratch/nb) or an absolute path")
 
 
 def load_model(cfg: TrainConfig, device="cpu"):
@@ -243,44 +270,35 @@ def cross_cpu_differences(a: dict, b: dict) -> list[str]:
 
 # --- a record reproduced: one training code standing in for another -------------------------------------------------
 
-def identical_differences(a: dict, b: dict) -> list[str]:
-    """Everything two records of one config computed that differs at all (the learning curve's losses and val AP,
-    every metric of both flip settings, the per-image results' hash): empty when the second run repeated the first bit
-    for bit."""
-    ra, rb = a["results"], b["results"]
-    if ra["run_id"] != rb["run_id"]:
-        raise ValueError(f"records of two configs ({ra['run_id']}, {rb['run_id']}) are not runs to compare")
-    out = []
-    for x, y in zip(ra["learning_curve"], rb["learning_curve"]):
-        for key in ("loss", "val_AP", "val_epe_mean"):
-            if x.get(key) != y.get(key):
-                out.append(f"epoch {x['epoch']} {key}: {x.get(key)!r} vs {y.get(key)!r}")
-    if len(ra["learning_curve"]) != len(rb["learning_curve"]):
-        out.append(f"learning curves of {len(ra['learning_curve'])} and {len(rb['learning_curve'])} epochs")
-    for name in ("no_flip", "flip"):
-        for key in sorted(set(ra[name]) | set(rb[name])):
-            if ra[name].get(key) != rb[name].get(key):
-                out.append(f"{name} {key}: {str(ra[name].get(key))[:40]} vs {str(rb[name].get(key))[:40]}")
-    for key in ("keypoints_sha256", "instances_sha256", "offsets_sha256"):
-        if ra.get(key) and rb.get(key) and ra[key] != rb[key]:
-            out.append(f"{key} differs")
-    return out
+identical_differences = integrity.identical_differences
 
 
 def reproduce(record: str | os.PathLike, scratch: str | os.PathLike | None = None) -> dict:
     """Re-train a recorded run with the code checked out now, on this machine, into ``scratch`` (default:
-    ``scratch/reproduce/``), and compare it with the record bit for bit (``identical_differences``). When the two
-    training codes differ (``code_fingerprint``) and the run repeated exactly, on the CPU type that made the record,
-    an equivalence record goes beside the record (``<results>/equivalence/<old>-<new>.json``): the report then pools
-    records of the two codes (``report.check_pooling``). Returns what it found."""
-    from .train import train
+    ``scratch/reproduce/``), and compare the record this call wrote with the recorded one bit for bit
+    (``identical_differences``). The record must be its run (``integrity.check_record_identity``: an edited record
+    would train another run), and a run left in ``scratch`` by an earlier call is removed first, so a stale file is
+    never compared. When the two training codes differ (``code_fingerprint``) and the run repeated exactly, on the
+    CPU type that made the record, an equivalence record goes beside the record
+    (``<results>/equivalence/<old>-<new>.json``) holding both records' hashes and the repeat itself
+    (``integrity.check_equivalence`` checks them): the report then pools records of the two codes. Returns what it
+    found."""
+    import shutil
+
+    from .train import record_path, train
 
     path = Path(record).resolve()
     cfg, rec = load_run(path)
+    integrity.check_record_identity(path, rec)
     where = Path(scratch) if scratch else records.SCRATCH / "reproduce"
     cfg = dataclasses.replace(cfg, out=str(where / "runs"), reports=str(where), progress=False)
+    repeat_path = record_path(cfg)
+    shutil.rmtree(run_dir(cfg), ignore_errors=True)  # an earlier reproduction's run would be "finished"
+    for old_file in repeat_path.parent.glob(f"{repeat_path.stem}.*"):
+        old_file.unlink()
     train(cfg)
-    again = records.read_record(where / "results" / "runs" / path.name, "train_run")
+    again = records.read_record(repeat_path, "train_run")
+    integrity.check_record_identity(repeat_path, again)
     diffs = identical_differences(rec, again)
     old, new = rec["results"].get("code_fingerprint"), again["results"]["code_fingerprint"]
     same_cpu = rec["provenance"].get("cpu_capability") == again["provenance"].get("cpu_capability") and \
@@ -291,6 +309,9 @@ def reproduce(record: str | os.PathLike, scratch: str | os.PathLike | None = Non
         target = path.parent.parent / "equivalence" / f"{old}-{new}.json"
         records.write_record(target, "code_equivalence", {"record": records.repo_relative(path)},
                              {"codes": [old, new], "run_id": out["run_id"], "device": again["provenance"]["device"],
-                              "cpu_capability": again["provenance"].get("cpu_capability")}, cfg.seed)
+                              "cpu_capability": again["provenance"].get("cpu_capability"),
+                              "record_sha256": integrity.sha256_file(path),
+                              "repeat_sha256": integrity.sha256_file(repeat_path), "repeat": again}, cfg.seed)
+        integrity.check_equivalence(target)  # what it claims, read back as the report reads it
         out["equivalence"] = str(target)
     return out

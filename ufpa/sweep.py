@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import json
 import os
+import tempfile
 import threading
 import time
 import traceback
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config, records
+from . import config, integrity, records
 from .train import (
     DONE,
     PATH_FIELDS,
@@ -55,10 +56,8 @@ from .train import (
 
 NOTEBOOK = records.REPO_ROOT / "notebooks" / "05_train.ipynb"
 GRID_KEYS = ("name", "data", "base", "grid", "notebook", "reports", "design")
-# The report's columns a design may name as its metric (each run's value at the design's flip setting).
-DESIGN_METRICS = ("AP", "AP50", "AP75", "AR", "epe_px", "epe_found_px", "found_rate", "swap_rate", "pck_0.01",
-                  "pck_0.02", "pck_0.05")
-DESIGN_KEYS = ("metric", "flip_test", "level", "primary", "decomposition", "secondary", "confirms", "family")
+# What a design may say (checked by ``integrity.check_design_fields``, for profiles and design records alike).
+DESIGN_METRICS, DESIGN_KEYS = integrity.DESIGN_METRICS, integrity.DESIGN_KEYS
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -99,6 +98,14 @@ def load_grid(path) -> dict:
     for key, values in doc["grid"].items():
         if not isinstance(values, list) or not values:
             raise ValueError(f"{path}: grid '{key}' must be a non-empty list, e.g. {key}: [a, b]")
+    # where records and run folders go is said in one place each, or a run's records land where nobody looks
+    placed = {"reports": "the profile's top level (reports: ../reports/NAME)", "out": "base (out: ../runs)"}
+    for where, fields in [("base", [doc.get("base") or {}]), ("grid", [doc["grid"]] + [
+            v for values in doc["grid"].values() for v in values if isinstance(v, dict)])]:
+        for name, home in placed.items():
+            if any(name in f for f in fields) and not (name == "out" and where == "base"):
+                raise ValueError(f"{path}: '{name}' is given in {where}; it is accepted in one place only, "
+                                 f"{home}: move it there")
     if doc.get("data"):
         data = doc["data"]
         if "out" not in data:
@@ -189,23 +196,8 @@ def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
     """The profile's pre-registered design, checked against its grid: known keys, every comparison between two arms
     the grid trains (``train.arm`` names them) on the same seeds, and a metric the report knows. Returns the design
     with its defaults (metric AP, flip test on, level 0.95)."""
-    design = doc["design"]
+    design = integrity.check_design_fields(doc["design"], f"profile {doc['name']!r}, design")
     where = f"profile {doc['name']!r}, design"
-    if not isinstance(design, dict):
-        raise ValueError(f"{where}: must be a mapping with keys {DESIGN_KEYS}")
-    unknown = set(design) - set(DESIGN_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; a design has {DESIGN_KEYS}")
-    design = {"metric": "AP", "flip_test": True, "level": 0.95, **design}
-    if design["metric"] not in DESIGN_METRICS:
-        raise ValueError(f"{where}: metric {design['metric']!r} is not one of {DESIGN_METRICS}")
-    if "confirms" in design and not (isinstance(design["confirms"], str) and design["confirms"]):
-        raise ValueError(f"{where}: confirms must name the profile whose exploratory result this design tests on "
-                         f"runs not yet trained (got {design['confirms']!r})")
-    if "family" in design and (design["family"] != "own" or design.get("confirms")):
-        raise ValueError(f"{where}: family must be 'own' (the design is judged as its own Holm family, on its own "
-                         "metric and runs, beside the study's) or left out (its comparisons join the study's family); "
-                         f"a confirmatory design is its own family already (got {design['family']!r})")
     seeds: dict = {}
     for cfg in runs:
         seeds.setdefault(arm(cfg), set()).add(cfg.seed)
@@ -224,13 +216,21 @@ def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
     return design
 
 
+def seen_runs(runs: list[TrainConfig]) -> list[str]:
+    """The runs that have started (a run directory: its learning curve is being logged) or have a record."""
+    return [run_id(cfg) for cfg in runs if record_path(cfg).is_file() or run_dir(resolve_paths(cfg)).exists()]
+
+
 def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
-    """Write the design as a record (``<reports>/results/design/<name>.json``) before any run of it trains: the
-    pre-registration, with its time and commit. A design already registered stays as it was; a different one is
-    refused (changing the plan after seeing results is not pre-registration). A confirmatory design (``confirms``: a
-    profile whose exploratory result it tests) registers only while none of its runs has a record: it is judged on
-    runs nobody had seen when it was written. A design that joins the folder's study (neither ``confirms`` nor
-    ``family: own``) must have its metric, flip setting and level: one family, one setting."""
+    """Write the design as a record (``<reports>/results/design/<name>.json``) and its sha256 into that folder's
+    ``registered.sha256`` (``integrity``): the pre-registration, with its time and commit, written once. A design
+    already registered stays as it was; a different one is refused (changing the plan after seeing results is not
+    pre-registration), and so is registering in a folder whose registered designs are missing or changed. The runs it
+    has already seen (started or recorded) are named in it (``seen_at_registration``), and the page says so: a
+    comparison whose two runs of a seed it had seen reads post hoc. A confirmatory design (``confirms``: a profile
+    whose exploratory result it tests) registers only while none of its runs has started: it is judged on runs nobody
+    had seen when it was written. A design that joins the folder's study (neither ``confirms`` nor ``family: own``)
+    must have its metric, flip setting and level, and the study has one primary comparison."""
     design = check_design(doc, runs)
     arms: dict = {}
     for cfg in runs:
@@ -238,37 +238,43 @@ def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
     path = Path(runs[0].reports) / "results" / "design" / f"{doc['name']}.json"
     config_doc = json.loads(json.dumps({"profile": doc["name"], **design}))
     results = {"arms": arms, "comparisons": comparisons(design)}
+    registered = integrity.check_designs(path.parent)  # none missing, none changed, none placed by hand
     if path.is_file():
         old = records.read_record(path, kind="design")
-        if old["config"] != config_doc or old["results"] != results:
+        if old["config"] != config_doc or {k: old["results"].get(k) for k in results} != results:
             raise ValueError(f"{path} registered another design for profile {doc['name']!r} at "
-                             f"{old['provenance']['time_utc']}: changing it now would not be pre-registered. Give "
-                             "the new design its own profile name (or reports folder), or delete that record "
-                             "knowingly")
+                             f"{old['provenance']['time_utc']}: changing it now would not be pre-registered; "
+                             f"{integrity.NEW_PLAN} (a registered design is never removed or rewritten)")
         return path
-    if not (design.get("confirms") or design.get("family")):  # joins the folder's study: one setting for its family
+    joins = not (design.get("confirms") or design.get("family"))
+    others = [records.read_record(p, kind="design") for p in registered]
+    for other, cfg in zip(registered, (o["config"] for o in others)):
+        if not joins or cfg.get("confirms") or cfg.get("family"):
+            continue
         setting = (design["metric"], design["flip_test"], design["level"])
-        for other in sorted(path.parent.glob("*.json")):
-            cfg = records.read_record(other, kind="design")["config"]
-            if not (cfg.get("confirms") or cfg.get("family")) and \
-                    (cfg["metric"], cfg["flip_test"], cfg["level"]) != setting:
-                raise ValueError(f"profile {doc['name']!r}: its design ({setting[0]}, flip test {setting[1]}, level "
-                                 f"{setting[2]}) would join the study registered in {other} ({cfg['metric']}, flip "
-                                 f"test {cfg['flip_test']}, level {cfg['level']}), and one family has one setting: "
-                                 "give it `family: own` (its own Holm family) or its own reports folder")
+        if (cfg["metric"], cfg["flip_test"], cfg["level"]) != setting:  # one family has one setting
+            raise ValueError(f"profile {doc['name']!r}: its design ({setting[0]}, flip test {setting[1]}, level "
+                             f"{setting[2]}) would join the study registered in {other} ({cfg['metric']}, flip "
+                             f"test {cfg['flip_test']}, level {cfg['level']}), and one family has one setting: "
+                             "give it `family: own` (its own Holm family) or its own reports folder")
+        if design.get("primary") and cfg.get("primary"):
+            raise ValueError(f"profile {doc['name']!r}: its design names a primary comparison, and the study it would "
+                             f"join has one already ({other}): a study has one primary; make this comparison "
+                             "secondary, or give the design `family: own` or its own reports folder")
+    seen = seen_runs(runs)
     if design.get("confirms"):
         confirmed = path.with_name(f"{design['confirms']}.json")
         if not confirmed.is_file():
             raise ValueError(f"profile {doc['name']!r} confirms {design['confirms']!r}, which has no design registered "
                              f"in this reports folder ({confirmed}): a confirmatory design tests a registered "
                              "study's comparisons on its own runs, in its folder")
-        # a started run has logged its learning curve: held out means not started, not merely not finished
-        seen = [run_id(cfg) for cfg in runs if record_path(cfg).is_file() or run_dir(resolve_paths(cfg)).exists()]
-        if seen:
+        if seen:  # held out means not started, not merely not finished
             raise ValueError(f"profile {doc['name']!r} confirms {design['confirms']!r} on runs that have started or "
                              f"have records ({', '.join(seen)}): a confirmatory design registers before any of its "
                              "runs starts. Give it seeds not yet trained")
-    return records.write_record(path, "design", config_doc, results)
+    path = records.write_record(path, "design", config_doc, {**results, "seen_at_registration": seen})
+    integrity.index_design(path)
+    return path
 
 
 def notebook_parameters(path=NOTEBOOK) -> set[str]:
@@ -301,17 +307,28 @@ def recorded_here(cfg: TrainConfig) -> bool:
     """The run's record exists and was made by the training code checked out now (or one an equivalence record joins
     to it: ``python -m ufpa reproduce``), on the same data, on this CPU type with this torch: on CPU it would train to
     the same numbers (issue 11), so a study resumed on a fresh machine may keep it (``keep``) rather than train it
-    again. A record of other code, data, CPU or torch is trained again."""
+    again. A record of other code, data, CPU or torch is trained again (``not_kept`` says why)."""
+    return record_path(cfg).is_file() and not_kept(cfg) is None
+
+
+def not_kept(cfg: TrainConfig) -> str | None:
+    """Why ``keep`` would train this run again though it has a record (None: it keeps it, or there is none)."""
     path = record_path(cfg)
     if not path.is_file():
-        return False
+        return None
     rec = records.read_record(path, kind="train_run")
+    integrity.check_record_identity(path, rec)
     res, made, here = rec["results"], rec["provenance"], records.provenance()
-    same_data = res.get("data_fingerprint") == data_fingerprint(resolve_paths(cfg))
     made_by, now = f"code {res.get('code_fingerprint')}", f"code {_code()}"
-    same_code = any({made_by, now} <= group for group in records.code_groups({made_by, now}, [path.parent.parent]))
-    return (same_code and same_data
-            and all(made.get(k) == here.get(k) for k in ("device", "cpu_capability", "torch")))
+    if not any({made_by, now} <= group for group in integrity.code_groups({made_by, now}, [path.parent.parent])):
+        return (f"made by training {made_by}, not the {now} checked out, and no equivalence record joins them "
+                "(`python -m ufpa reproduce` one record first to keep them)")
+    if res.get("data_fingerprint") != data_fingerprint(resolve_paths(cfg)):
+        return f"made on other data ({res.get('data_fingerprint')}, the folder now holds another)"
+    for key in ("device", "cpu_capability", "torch"):
+        if made.get(key) != here.get(key):
+            return f"made on {key} {made.get(key)!r}, not this machine's {here.get(key)!r}"
+    return None
 
 
 _CODE: list[str] = []
@@ -412,25 +429,42 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     notebook = records.from_repo(doc["notebook"]) if doc.get("notebook") else NOTEBOOK
     every = expand(doc, reports)
     runs = per_job_workers(every[i::n], jobs)
-    if register_only:
-        if not doc.get("design"):
-            raise ValueError(f"profile {doc['name']!r} has no design to register")
-        print(f"sweep {doc['name']}: design registered as {register_design(doc, every)}; nothing trained")
-        return []
+    if register_only and not doc.get("design"):
+        raise ValueError(f"profile {doc['name']!r} has no design to register")
     if doc.get("design"):
-        register_design(doc, every)
+        path = register_design(doc, every)
+        seen = records.read_record(path, kind="design")["results"].get("seen_at_registration")
+        if seen:  # said at once, not only on the page
+            print(f"sweep {doc['name']}: its design ({records.repo_relative(path)}) registered after {len(seen)} of "
+                  f"its {len(every)} runs had started; its record names them and the page says so (a comparison of "
+                  "a seed whose two runs it had seen reads post hoc)", flush=True)
+    if register_only:
+        print(f"sweep {doc['name']}: design registered as {path}; nothing trained")
+        return []
     ensure_data(doc, progress)
     from tqdm.auto import tqdm
 
+    if keep and not force:  # a record it will not keep is said, never re-trained silently
+        for cfg in runs:
+            if not finished(cfg) and (why := not_kept(cfg)):
+                print(f"sweep {doc['name']}: --keep trains {run_id(cfg)} again: its record was {why}", flush=True)
     status = Progress(runs, jobs, force, keep)
     stop = stop_file(doc)
-    stop.unlink(missing_ok=True)  # running a sweep is the wish to run it; an old stop request is spent
+    began = _file_clock(stop.parent)
+    asked = threading.Event()
+
+    def stop_asked() -> bool:
+        # a request made after this sweep began is this sweep's (and stays so: another sweep of the profile that
+        # starts later neither removes it nor obeys it); an older file is spent
+        if not asked.is_set() and stop.is_file() and stop.stat().st_mtime >= began:
+            asked.set()
+        return asked.is_set()
     if progress:
         print(f"sweep {doc['name']}: {status.start_line()}\n  to stop after the running runs finish: touch {stop}",
               flush=True)
 
     def one(j):
-        if stop.is_file() and not is_done(runs[j], force, keep):  # asked to stop: start nothing new
+        if stop_asked() and not is_done(runs[j], force, keep):  # asked to stop: start nothing new
             return _row(runs[j], "stopped", record_path(runs[j]))
         status.started(j)
         try:
@@ -463,10 +497,23 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     return rows
 
 
+def _file_clock(folder: Path) -> float:
+    """Now, on the clock file times are stamped with (coarser than ``time.time``: a file touched just after it may
+    carry an earlier time)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".clock.", dir=folder)
+    os.close(fd)
+    try:
+        return os.stat(probe).st_mtime
+    finally:
+        os.unlink(probe)
+
+
 def stop_file(doc: dict) -> Path:
-    """The file that stops a running sweep of this profile between runs (``touch`` it): runs already training finish
-    and write their records and notebooks; the runs not started are reported ``stopped`` and a later sweep resumes
-    them. Stopping a run by hand instead (killing it) cuts its notebook short."""
+    """The file that stops the sweeps of this profile running when it is touched, between runs (``touch`` it): runs
+    already training finish and write their records and notebooks; the runs not started are reported ``stopped`` and a
+    later sweep resumes them (it began after the request, so the request is not its own; nobody deletes it). Stopping a
+    run by hand instead (killing it) cuts its notebook short."""
     return records.SCRATCH / f"sweep-{doc['name']}.stop"
 
 
