@@ -30,7 +30,8 @@ def study(tmp_path):
         for alignment, epe in (("baseline", 1.0), ("ufpa", 0.9)):
             fake_record(folder, alignment, (96, 64), seed, 0.5)
             _edit(folder / "runs" / f"{fake_id(alignment, seed)}.json",
-                  lambda r, e=epe + 0.01 * seed: [r["results"][k].update(epe_found=e) for k in ("flip", "no_flip")])
+                  lambda r, e=epe + 0.01 * seed: [r["results"][k].update(epe_found=e) for k in ("flip", "no_flip")]
+                  + [r["results"].update(data_fingerprint="e" * 16)])
             write_instances(folder, fake_id(alignment, seed), np.full(20, 0.7), seed)
             scaled(folder, fake_id(alignment, seed), epe)
     register(folder, ON_EPE, "s", ARMS, range(4), seen=[])
@@ -124,6 +125,24 @@ def test_a_registered_design_cannot_be_removed_rewritten_or_placed_by_hand(study
     assert not first.exists(), "nothing re-registered"
 
 
+def test_shards_starting_together_register_one_design(tmp_path):
+    """An array job's shards start at once: one registers, the others find the same design (a lock per folder)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    doc = {**sweep.load_grid(ROOT / "profiles" / "gpu.yaml"), "reports": str(tmp_path)}
+    every = sweep.expand(doc)
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: sweep.register_design(doc, every), range(4)))
+    assert len(set(paths)) == 1 and integrity.check_designs(paths[0].parent) == [paths[0]]
+
+
+def test_a_design_folder_without_its_index_says_how_to_check_it(study):
+    (study / "design" / integrity.INDEX).unlink()
+    with pytest.raises(ValueError, match=r"holds designs but no registered.sha256 .* check each design against "
+                                         r"version control .* sha256sum \*.json > registered.sha256"):
+        report.design(study)
+
+
 def test_design_fields_are_typed_and_ranged_in_profiles_and_records(study):
     doc = sweep.load_grid(ROOT / "profiles" / "cpu.yaml")
     every = sweep.expand(doc)
@@ -154,6 +173,15 @@ def test_design_fields_are_typed_and_ranged_in_profiles_and_records(study):
     integrity.index_design(path)
     with pytest.raises(ValueError, match=r"design record .*s.json: flip_test 'false' is not a boolean"):
         report.design(study)
+    for change, message in [(lambda r: r["config"].update(flip_test=False) or r["results"].update(arms=[]),
+                             "results.arms must map each arm to its run ids"),
+                            (lambda r: r["results"].update(arms={}, comparisons={"role": "primary"}),
+                             "results.comparisons must be a list")]:
+        _edit(path, change)
+        (study / "design" / integrity.INDEX).unlink()
+        integrity.index_design(path)
+        with pytest.raises(ValueError, match=message):
+            report.design(study)
 
 
 def test_a_study_has_one_primary_registered_before_or_with_its_runs_named(tmp_path):
@@ -184,6 +212,22 @@ def test_a_record_whose_config_is_not_its_run_is_refused(study):
         report.load_runs(study)
 
 
+def test_a_record_of_torchs_default_thread_count_is_checked_too(study):
+    """``threads: 0`` is the training machine's cores, which the record does not name: the id is checked against
+    every count, and an edited field is still refused."""
+    old = study / "runs" / f"{fake_id('ufpa', 0)}.json"
+    rec = json.loads(old.read_text())
+    rec["config"]["threads"] = 0
+    rec["results"]["run_id"] = integrity.recorded_run_id({**rec["config"], "threads": 16})  # made on 16 cores
+    new = old.with_name(f"{rec['results']['run_id']}.json")
+    old.unlink()
+    new.write_text(json.dumps(rec))
+    integrity.check_record_identity(new, rec)
+    rec["config"]["lr"] = 0.01
+    with pytest.raises(ValueError, match="a config field the id's hash covers"):
+        integrity.check_record_identity(new, rec)
+
+
 def test_a_renamed_record_is_named_not_reported_missing(study):
     path = study / "runs" / f"{fake_id('ufpa', 3)}.json"
     path.rename(path.with_name("copy.json"))
@@ -192,24 +236,33 @@ def test_a_renamed_record_is_named_not_reported_missing(study):
 
 
 def test_a_record_no_design_names_is_refused_where_designs_name_their_runs(study):
-    fake_record(study, "baseline", (96, 64), 9, 0.5)  # copied in from another folder: one more seed in every table
+    copied = fake_record(study, "baseline", (96, 64), 9, 0.5)  # from another folder: one more seed in every table
+    _edit(copied, lambda r: r["results"].update(data_fingerprint="e" * 16))
     with pytest.raises(ValueError, match=f"{fake_id('baseline', 9)}.json is a record of arm 'baseline 96x64 udp', "
                                          "whose runs the designs .* name, but no design names this one: .* move it"):
         report.load_runs(study)
 
 
 def test_a_null_design_metric_never_drops_a_seed(study):
-    _edit(study / "runs" / f"{fake_id('ufpa', 2)}.json", lambda r: r["results"]["no_flip"].update(epe_found=None))
-    with pytest.raises(ValueError, match=r"s2-.*\.json: results.no_flip.epe_found is not a finite number, and the "
-                                         r"design judges the run on it"):
-        verdict(study)
+    victim = study / "runs" / f"{fake_id('ufpa', 2)}.json"
+    for value, shown in ((None, "None"), ("0.9", "'0.9'")):  # null, or text pandas would read as a number
+        _edit(victim, lambda r, v=value: r["results"]["no_flip"].update(epe_found=v))
+        with pytest.raises(ValueError, match=rf"s2-.*\.json: results.no_flip.epe_found is {shown}, not a finite "
+                                             r"number, and the design judges the run on it"):
+            verdict(study)
 
 
 def test_an_arm_on_other_data_is_refused(study):
+    for seed in range(4):  # an arm recorded before runs recorded their data's fingerprint
+        _edit(study / "runs" / f"{fake_id('ufpa', seed)}.json", lambda r: r["results"].pop("data_fingerprint"))
+    with pytest.raises(ValueError, match="has no data_fingerprint .* whether they ran on the same data cannot be "
+                                         "told"):
+        report.load_runs(study)
     for seed in range(4):
         _edit(study / "runs" / f"{fake_id('ufpa', seed)}.json",
               lambda r: r["results"].update(data_fingerprint="f" * 16))
-    with pytest.raises(ValueError, match="both ran on data 'synthpose-easy' but on different data"):
+    with pytest.raises(ValueError, match="both ran on data 'synthpose-easy' but on different data \\(data_fingerprint "
+                                         "f{16} vs e{16}\\)"):
         report.load_runs(study)
 
 
@@ -274,11 +327,21 @@ def test_a_forged_or_malformed_equivalence_is_refused(study):
         assert str(target) in one_line(err) and "python -m ufpa reproduce" in one_line(err)
     records.write_record(target, "code_equivalence", {"record": str(first)}, good)  # as made before issue 41
     assert integrity.legacy_equivalence(target) and len(report.load_runs(study)) == 16
+    assert report.equivalence_lines(study) == [
+        f"- **Training codes pooled**: 2 codes joined by 1 equivalence record (`python -m ufpa reproduce`: a record "
+        f"re-trained under another code, bit for bit on its CPU type); 1 of them, made before issue 41, keeps no "
+        f"repeat, so its second code rests on the record's word (`{old}-{new}`)."]
     repeat = {**rec, "results": {**rec["results"], "code_fingerprint": new}}
     made = {**good, "record_sha256": integrity.sha256_file(first), "repeat": repeat,
             "repeat_sha256": integrity.hashlib.sha256((json.dumps(repeat, indent=1) + "\n").encode()).hexdigest()}
     records.write_record(target, "code_equivalence", {"record": str(first)}, made)
     assert not integrity.legacy_equivalence(target) and len(report.load_runs(study)) == 16
+    assert "rests on the record's word" not in report.equivalence_lines(study)[0]
+    copied = study.parent / "copy" / "results"  # a copied study is checked against its own records
+    shutil.copytree(study, copied)
+    _edit(copied / "runs" / first.name, lambda r: r["results"]["flip"].update(AP=0.1))
+    with pytest.raises(ValueError, match=f"{copied / 'equivalence'}.* is not the one it repeated"):
+        report.load_runs(copied)
     repeat["results"]["flip"]["AP"] += 0.01  # a repeat that did not repeat
     made["repeat_sha256"] = integrity.hashlib.sha256((json.dumps(repeat, indent=1) + "\n").encode()).hexdigest()
     records.write_record(target, "code_equivalence", {"record": str(first)}, made)
@@ -390,6 +453,9 @@ def test_notebook_05_refuses_paths_outside_the_repository_and_bad_display_parame
         with pytest.raises(ValueError, match=message):
             runs.notebook_config(namespace)
     assert runs.notebook_config({"reports": "scratch/nb", "data": "data/x"}).reports == str(ROOT / "scratch" / "nb")
+    runs.inside_repository(runs.TrainConfig(out="runs/../runs"))  # by its words: a linked runs/ is inside
+    with pytest.raises(ValueError, match="out='runs/../../x' leaves the repository"):
+        runs.inside_repository(runs.TrainConfig(out="runs/../../x"))
 
 
 def test_every_test_here_is_in_the_readme_table():

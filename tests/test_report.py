@@ -622,7 +622,8 @@ def test_a_confirmatory_design_is_its_own_study_judged_on_its_own_runs(results, 
     """A design that confirms another (``confirms``) is neither merged into the study's family nor refused for its
     other metric: it has its own table and findings, computed from the runs it registered and no others."""
 
-    register(results)  # the study's design: AP, flip test on
+    register(results, arms=[("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64")],
+             seeds=(0, 1, 2))  # the study's design: AP, flip test on; it names its runs at 96x64
     confirm = {"confirms": "t", "metric": "epe_px", "flip_test": False, "level": 0.95,
                "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
                "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"}]}
@@ -671,7 +672,8 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
         fake_record(folder, "ufpa", (96, 64), seed, 0.5, epe=4.0 + 0.1 * seed)
         fake_record(folder, "ufpa_any", (96, 64), seed, 0.5, epe=5.0 + 0.4 * (-1) ** seed)
     register(folder, {"metric": "AP", "flip_test": True, "level": 0.95,
-                      "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"}})
+                      "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"}},
+             arms=[("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64")], seeds=(0,))
     confirm = {"confirms": "t", "metric": "epe_px", "flip_test": False, "level": 0.95,
                "primary": {"control": "baseline 96x64 udp", "treatment": "ufpa 97x65 udp"},
                "secondary": [{"control": "baseline 96x64 udp", "treatment": "ufpa_any 96x64 udp"},
@@ -687,7 +689,8 @@ def test_a_confirmatory_family_is_corrected_on_its_own_and_waits_like_the_study(
     assert any_["p_holm"] == pytest.approx(report.stats.holm([any_["p_t"], 1.0])[0])
     assert not waiting["ready"]
     assert waiting["verdict"].startswith("awaiting runs: baseline 96x64 3/3, bilinear 96x64 0/3")
-    assert report._registered_runs(folder) == {}, "the study registered no run ids; the confirmatory ones stay apart"
+    assert report._registered_runs(folder) == {f"{a} {size} udp": {fake_id(a, 0)} for a, size in (
+        ("baseline", "96x64"), ("ufpa", "97x65"), ("ufpa_any", "96x64"))}, "the confirmatory ones stay apart"
     text = report.own_family_findings(frame, folder)
     assert "registered" in text and "before any of its runs had started)" in text and "held-out" not in text
     assert "Confirmatory secondary: `bilinear 96x64` vs `baseline 96x64`**: awaiting runs" in text

@@ -153,6 +153,10 @@ def check_designs(folder) -> list[Path]:
         return []
     index = design_index(folder)
     paths = sorted(folder.glob("*.json"))
+    if paths and not (folder / INDEX).is_file():
+        raise ValueError(f"{folder} holds designs but no {INDEX} (a folder registered before issue 41, or its index "
+                         f"removed): check each design against version control (`git diff -- {folder}`), then write "
+                         f"the index once by hand (`cd {folder} && sha256sum *.json > {INDEX}`)")
     for path in paths:
         if path.name not in index:
             raise ValueError(f"{path} is not in {folder / INDEX}: a design is registered only by `python -m ufpa "
@@ -210,8 +214,8 @@ def check_record_identity(path, rec: dict) -> None:
                 "seed": f"s{cfg.get('seed')}", "input_size": "x".join(map(str, cfg.get("input_size") or ()))}
     named = [f"config.{k} is {v!r} but the run id says otherwise" for k, v in readable.items()
              if f"-{v}-" not in f"-{said}-"]
-    if cfg.get("threads") == 0 and not named:
-        return  # torch's default thread count is the training machine's, which the record does not name
+    if cfg.get("threads") == 0 and any(recorded_run_id({**cfg, "threads": n}) == said for n in range(1, 1025)):
+        return  # torch's default thread count was the training machine's cores, which the record does not name
     what = named[0] if named else (f"a config field the id's hash covers (lr, epochs, data, ...) differs from the run "
                                    f"it names (hash {again.rsplit('-', 1)[1]}, the id's {said.rsplit('-', 1)[1]})")
     raise ValueError(f"{path}: {what}; its config gives run {again}, not {said}: the record was edited or is "
@@ -227,6 +231,11 @@ def check_data(recs: list[tuple[Path, dict]]) -> None:
         fp = rec["results"].get("data_fingerprint")
         if name not in first:
             first[name] = (path, fp)
+        elif fp != first[name][1] and None in (fp, first[name][1]):
+            older = path.name if fp is None else first[name][0].name
+            raise ValueError(f"{older} has no data_fingerprint (made before runs recorded one) and another record on "
+                             f"data '{name}' has one: whether they ran on the same data cannot be told; report them "
+                             "apart (another results folder) or re-run the older one")
         elif fp != first[name][1]:
             raise ValueError(f"{path.name} and {first[name][0].name} both ran on data '{name}' but on different data "
                              f"(data_fingerprint {fp} vs {first[name][1]}): report them apart (another results "
@@ -280,11 +289,11 @@ def identical_differences(a: dict, b: dict) -> list[str]:
 
 
 def check_equivalence(path) -> tuple[str, str]:
-    """An equivalence record checked against what it claims; returns its two codes. The record it names must exist
-    and be what it says (that run, made by the first code, on the CPU type named); one that holds the hashes
-    (``record_sha256``) and the repeated record (``repeat``) is checked against both: the first record unchanged,
-    the repeat of the second code and equal to it bit for bit. One made before issue 41 holds neither and is checked
-    for the rest (``legacy_equivalence``)."""
+    """An equivalence record checked against what it claims; returns its two codes. The record it names (in the
+    ``runs/`` beside its own ``equivalence/`` folder) must exist and be what it says (that run, made by the first
+    code, on the CPU type named); one that holds the hashes (``record_sha256``) and the repeated record (``repeat``)
+    is checked against both: the first record unchanged, the repeat of the second code and equal to it bit for bit.
+    One made before issue 41 holds neither and is checked for the rest (``legacy_equivalence``)."""
     path = Path(path)
     rec = records.read_record(path, kind="code_equivalence")
     res, fix = rec["results"], f"remove {path} and make it with `python -m ufpa reproduce <record>`"
@@ -294,7 +303,8 @@ def check_equivalence(path) -> tuple[str, str]:
         raise ValueError(f"{path}: codes {codes!r:.80} is not two different training-code fingerprints (16 hex "
                          f"digits each); {fix}")
     named = rec["config"].get("record")
-    first_path = records.from_repo(named) if isinstance(named, str) and named else None
+    # the record in this results folder's runs/ (a copied study is checked against its own records)
+    first_path = path.parent.parent / "runs" / Path(named).name if isinstance(named, str) and named else None
     if first_path is None or not first_path.is_file():
         raise ValueError(f"{path} names the record {named!r}, which does not exist: an equivalence proves itself "
                          f"only by the record it repeated; {fix}")

@@ -408,6 +408,24 @@ def shown_flip_test(results_dir) -> bool:
     return True if d is None else bool(d["flip_test"])
 
 
+def equivalence_lines(results_dir) -> list[str]:
+    """The equivalence records that let these records pool across training codes, as the page states them: each
+    checked (``integrity.check_equivalence``), and those made before issue 41 said to keep no repeat, so that their
+    second code rests on the record's word."""
+    paths = integrity.equivalence_paths([results_dir])
+    if not paths:
+        return []
+    legacy = [p.stem for p in paths if integrity.legacy_equivalence(p)]
+    codes = {c for p in paths for c in integrity.check_equivalence(p)}
+    n, k = len(paths), len(legacy)
+    return [f"- **Training codes pooled**: {len(codes)} codes joined by {n} equivalence record{'s' * (n != 1)} "
+            "(`python -m ufpa reproduce`: a record re-trained under another code, bit for bit on its CPU type)"
+            + (f"; {k} of them, made before issue 41, keep{'s' * (k == 1)} no repeat, so "
+               f"{'its' if k == 1 else 'their'} second code rests on the record's word "
+               f"({', '.join(f'`{s}`' for s in legacy)})" if legacy else "")
+            + "."]
+
+
 def design_markdown(results_dir) -> str:
     """The registered design as the page states it (Markdown): when and at which commit each profile registered it,
     the primary comparison, the secondary family, and for each registered arm how many of its runs have records here
@@ -440,6 +458,7 @@ def design_markdown(results_dir) -> str:
                                                "only, below),", 1))
         else:
             lines.append(line)
+    lines += equivalence_lines(results_dir)
     p = d["primary"]
     lines.append("- **Primary**: " + (_vs(p["control"], p["treatment"], "`", " against ") if p else "none registered")
                  + f", {d['metric']}, {_flip_note(d['flip_test'])}, {100 * d['level']:.0f} % interval.")
@@ -664,12 +683,15 @@ def check_judged(frame: pd.DataFrame, results_dir, d: dict) -> None:
     sub = frame[frame["flip_test"] == d["flip_test"]]
     comps = ([d["primary"]] if d["primary"] else []) + list(d["secondary"])
     judged = sub[sub["arm"].isin({c[side] for c in comps for side in ("control", "treatment")})]
-    for rid, value in zip(judged["run_id"], judged[d["metric"]].astype(float)):
-        if not np.isfinite(value):
-            field = f"results.{'flip' if d['flip_test'] else 'no_flip'}.{RECORD_FIELD.get(d['metric'], d['metric'])}"
-            raise ValueError(f"{Path(results_dir) / 'runs' / rid}.json: {field} is not a finite number, and the "
-                             f"design judges the run on it ({d['metric']}): the run failed or the record was edited; "
-                             "restore it (`git checkout`) or re-run it (a seed must not drop out silently)")
+    key, name = "flip" if d["flip_test"] else "no_flip", RECORD_FIELD.get(d["metric"], d["metric"])
+    for rid in judged["run_id"]:  # read as written: pandas would take the text '0.9' for a number
+        path = Path(results_dir) / "runs" / f"{rid}.json"
+        value = records.read_record(path, kind="train_run")["results"][key].get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{path}: results.{key}.{name} is {value!r}, not a finite number, and the design judges "
+                             f"the run on it ({d['metric']}): restore the record if it was edited (`git checkout`); "
+                             "if the run has no such value (e.g. it found no keypoint), the design cannot judge this "
+                             "seed and says so here rather than drop it")
     for c in comps:
         pair = sub[sub["arm"].isin([c["control"], c["treatment"]])]
         data = pair.groupby(["data", "data_fingerprint"], dropna=False)["arm"]

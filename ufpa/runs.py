@@ -147,10 +147,11 @@ def inside_repository(cfg: TrainConfig) -> None:
     """A relative ``data``, ``out`` or ``reports`` is taken from the repository root, so it must stay inside it: from
     ``--cwd notebooks`` a user writes ``../scratch/nb`` meaning the repository's scratch/, which from the root is
     outside the clone. An absolute path is taken as it is."""
-    root = records.REPO_ROOT.resolve()
+    root = records.REPO_ROOT
     for name in PATH_FIELDS:
         value = getattr(cfg, name)
-        if value and not Path(value).is_absolute() and not (root / value).resolve().is_relative_to(root):
+        # by its words, not by where links lead: runs/ or data/ may be a link to another disk
+        if value and not Path(value).is_absolute() and os.path.normpath(value).split(os.sep)[0] == os.pardir:
             raise ValueError(f"notebook parameter {name}={value!r} leaves the repository: relative paths are taken "
                              f"from the repository root ({root}), whatever the working directory; pass one inside "
                              f"it (e.g. -p {name} scratch/nb) or an absolute path")

@@ -24,6 +24,7 @@ serial or parallel); ``shard=(i, n)`` takes runs i, i+n, i+2n, ... for a cluster
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -221,6 +222,26 @@ def seen_runs(runs: list[TrainConfig]) -> list[str]:
     return [run_id(cfg) for cfg in runs if record_path(cfg).is_file() or run_dir(resolve_paths(cfg)).exists()]
 
 
+@contextlib.contextmanager
+def _registering(folder: Path, wait_s: float = 120.0):
+    """One registration at a time in a design folder (``records.folder_lock``): another's is waited for."""
+    deadline = time.time() + wait_s
+    while True:
+        lock = records.folder_lock(folder, ".register.lock", "another sweep registering a design",
+                                   "wait for it to finish")
+        try:
+            lock.__enter__()
+            break
+        except records.Busy:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
     """Write the design as a record (``<reports>/results/design/<name>.json``) and its sha256 into that folder's
     ``registered.sha256`` (``integrity``): the pre-registration, with its time and commit, written once. A design
@@ -238,6 +259,12 @@ def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
     path = Path(runs[0].reports) / "results" / "design" / f"{doc['name']}.json"
     config_doc = json.loads(json.dumps({"profile": doc["name"], **design}))
     results = {"arms": arms, "comparisons": comparisons(design)}
+    with _registering(path.parent):  # array shards start together: one registers, the others find it
+        return _register(doc, design, runs, path, config_doc, results)
+
+
+def _register(doc: dict, design: dict, runs: list[TrainConfig], path: Path, config_doc: dict, results: dict) -> Path:
+    """``register_design``'s checks and write, under its folder's registration lock."""
     registered = integrity.check_designs(path.parent)  # none missing, none changed, none placed by hand
     if path.is_file():
         old = records.read_record(path, kind="design")
@@ -320,7 +347,8 @@ def not_kept(cfg: TrainConfig) -> str | None:
     integrity.check_record_identity(path, rec)
     res, made, here = rec["results"], rec["provenance"], records.provenance()
     made_by, now = f"code {res.get('code_fingerprint')}", f"code {_code()}"
-    if not any({made_by, now} <= group for group in integrity.code_groups({made_by, now}, [path.parent.parent])):
+    if made_by != now and not any({made_by, now} <= group
+                                  for group in integrity.code_groups({made_by, now}, [path.parent.parent])):
         return (f"made by training {made_by}, not the {now} checked out, and no equivalence record joins them "
                 "(`python -m ufpa reproduce` one record first to keep them)")
     if res.get("data_fingerprint") != data_fingerprint(resolve_paths(cfg)):
@@ -421,6 +449,7 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
     machine would reproduce (``recorded_here``), so a study split over sessions resumes on a fresh machine.
     ``register_only``: register the design and train nothing (a design that shares its runs with a sweep in flight)."""
     i, n = shard
+    began = _file_clock(records.SCRATCH)  # a stop request from here on is this sweep's (the stop file's clock)
     if n < 1 or not 0 <= i < n:
         raise ValueError(f"shard {i}/{n}: use i/n with 0 <= i < n, e.g. --shard 0/4")
     if jobs < 1:
@@ -450,13 +479,12 @@ def run_sweep(grid_path, jobs: int = 1, shard: tuple[int, int] = (0, 1), force: 
                 print(f"sweep {doc['name']}: --keep trains {run_id(cfg)} again: its record was {why}", flush=True)
     status = Progress(runs, jobs, force, keep)
     stop = stop_file(doc)
-    began = _file_clock(stop.parent)
     asked = threading.Event()
 
     def stop_asked() -> bool:
         # a request made after this sweep began is this sweep's (and stays so: another sweep of the profile that
-        # starts later neither removes it nor obeys it); an older file is spent
-        if not asked.is_set() and stop.is_file() and stop.stat().st_mtime >= began:
+        # starts later neither removes it nor obeys it); an older file is spent, and so is one of the same clock tick
+        if not asked.is_set() and stop.is_file() and stop.stat().st_mtime > began:
             asked.set()
         return asked.is_set()
     if progress:
