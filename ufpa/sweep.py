@@ -223,23 +223,18 @@ def seen_runs(runs: list[TrainConfig]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _registering(folder: Path, wait_s: float = 120.0):
-    """One registration at a time in a design folder (``records.folder_lock``): another's is waited for."""
-    deadline = time.time() + wait_s
-    while True:
-        lock = records.folder_lock(folder, ".register.lock", "another sweep registering a design",
-                                   "wait for it to finish")
+def _registering(folder: Path):
+    """One registration at a time in a design folder: an advisory lock on ``<folder>/.register.lock`` (``flock``:
+    blocks until another sweep's registration ends, freed by the kernel if that sweep dies; threads too)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".register.lock", "a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            lock.__enter__()
-            break
-        except records.Busy:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.2)
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def register_design(doc: dict, runs: list[TrainConfig]) -> Path:
