@@ -1,4 +1,4 @@
-"""What a study's claims rest on, checked wherever records are read (issue 41):
+"""What a study's claims rest on, checked wherever records are read:
 
 - a design was fixed before its runs and never changed since: ``sweep.register_design`` writes it once and adds its
   sha256 to the folder's ``results/design/registered.sha256`` (``sha256sum -c`` reads it); a design record missing
@@ -7,8 +7,8 @@
 - a record is the run its name says: its run id is recomputed from its config and must be both its ``results.run_id``
   and its file name;
 - records of two training codes pool only where an equivalence record proves it: the record it names exists and is
-  what it says, and (since issue 41) it holds both records' hashes and the repeated record itself, which must equal the
-  first bit for bit.
+  what it says, and it holds both records' hashes and the repeated record itself, which must equal the first bit for
+  bit (an older one, without them, is checked for the rest).
 
 Every refusal is one line naming the file, the problem and the fix. Nothing here is imported by training, so the
 training code's fingerprint does not cover it.
@@ -154,9 +154,9 @@ def check_designs(folder) -> list[Path]:
     index = design_index(folder)
     paths = sorted(folder.glob("*.json"))
     if paths and not (folder / INDEX).is_file():
-        raise ValueError(f"{folder} holds designs but no {INDEX} (a folder registered before issue 41, or its index "
-                         f"removed): check each design against version control (`git diff -- {folder}`), then write "
-                         f"the index once by hand (`cd {folder} && sha256sum *.json > {INDEX}`)")
+        raise ValueError(f"{folder} holds designs but no {INDEX} (a folder registered before designs were "
+                         f"indexed, or its index removed): check each design against version control (`git diff -- "
+                         f"{folder}`), then write the index once by hand (`cd {folder} && sha256sum *.json > {INDEX}`)")
     for path in paths:
         if path.name not in index:
             raise ValueError(f"{path} is not in {folder / INDEX}: a design is registered only by `python -m ufpa "
@@ -293,7 +293,7 @@ def check_equivalence(path) -> tuple[str, str]:
     ``runs/`` beside its own ``equivalence/`` folder) must exist and be what it says (that run, made by the first
     code, on the CPU type named); one that holds the hashes (``record_sha256``) and the repeated record (``repeat``)
     is checked against both: the first record unchanged, the repeat of the second code and equal to it bit for bit.
-    One made before issue 41 holds neither and is checked for the rest (``legacy_equivalence``)."""
+    An older one holds neither and is checked for the rest (``legacy_equivalence``)."""
     path = Path(path)
     rec = records.read_record(path, kind="code_equivalence")
     res, fix = rec["results"], f"remove {path} and make it with `python -m ufpa reproduce <record>`"

@@ -300,9 +300,9 @@ def _own_family(rec: dict) -> bool:
 
 def _seen_at_registration(rec: dict, times: dict) -> tuple[set, str]:
     """The runs a design record had seen when it registered, and how that is known: the ones it names
-    (``seen_at_registration``: started or recorded, written by ``sweep.register_design`` since issue 41), else its
-    runs whose records (``times``: run id -> time_utc) were written no later than it registered (to the second: a tie
-    counts as seen)."""
+    (``seen_at_registration``: started or recorded, as ``sweep.register_design`` writes it), else, for an older
+    record, its runs whose records (``times``: run id -> time_utc) were written no later than it registered (to the
+    second: a tie counts as seen)."""
     res = rec["results"]
     if "seen_at_registration" in res:
         return set(res["seen_at_registration"]), "had started"
@@ -410,8 +410,8 @@ def shown_flip_test(results_dir) -> bool:
 
 def equivalence_lines(results_dir) -> list[str]:
     """The equivalence records that let these records pool across training codes, as the page states them: each
-    checked (``integrity.check_equivalence``), and those made before issue 41 said to keep no repeat, so that their
-    second code rests on the record's word."""
+    checked (``integrity.check_equivalence``), and those that keep no repeat (``integrity.legacy_equivalence``) said
+    to, so that their second code rests on the record's word."""
     paths = integrity.equivalence_paths([results_dir])
     if not paths:
         return []
@@ -486,12 +486,17 @@ def _per_image(metric: str):
     return None
 
 
+def _named_sidecar(results_dir, run_id: str, suffix: str, key: str) -> tuple[Path, str | None]:
+    """Where a run's file ``<run_id><suffix>`` lies beside its record, and the hash the record names for it under
+    ``key`` (None: it names none)."""
+    path = Path(results_dir) / "runs" / f"{run_id}{suffix}"
+    return path, records.read_record(path.with_name(f"{run_id}.json"), kind="train_run")["results"].get(key)
+
+
 def _sidecar(results_dir, run_id: str, suffix: str, key: str, what: str) -> bytes | None:
     """A file a run wrote beside its record (``<run_id><suffix>``), checked against the hash the record names under
     ``key``; None when the record names none or the file is missing."""
-    path = Path(results_dir) / "runs" / f"{run_id}{suffix}"
-    rec = records.read_record(path.with_name(f"{run_id}.json"), kind="train_run")
-    want = rec["results"].get(key)
+    path, want = _named_sidecar(results_dir, run_id, suffix, key)
     if not want or not path.is_file():
         return None
     text = path.read_bytes()
@@ -503,9 +508,8 @@ def _sidecar(results_dir, run_id: str, suffix: str, key: str, what: str) -> byte
 
 def _sidecar_missing(results_dir, run_id: str, suffix: str = ".instances.json", key: str = "instances_sha256") -> bool:
     """Whether a run's record names a file beside it (by its hash) that is not there."""
-    path = Path(results_dir) / "runs" / f"{run_id}{suffix}"
-    rec = records.read_record(path.with_name(f"{run_id}.json"), kind="train_run")
-    return bool(rec["results"].get(key)) and not path.is_file()
+    path, want = _named_sidecar(results_dir, run_id, suffix, key)
+    return bool(want) and not path.is_file()
 
 
 def run_instances(results_dir, run_id: str, flip_test: bool) -> dict | None:
@@ -1733,7 +1737,7 @@ def own_family_findings(frame: pd.DataFrame, results_dir) -> str:
         table = _cached(frame, results_dir, d)
         runs = design_frame(frame, results_dir, d).query("flip_test == @d['flip_test']")
         reg = d["registered"][0]
-        seeds = sorted({int(re.search(r"-s(\d+)-[0-9a-f]+$", i).group(1)) for i in d["run_ids"]})  # train.run_id
+        seeds = sorted({int(_SEED.search(i).group(1)) for i in d["run_ids"]})
         m = len(d["secondary"])
         when = registration_note(by_profile[d["profile"]], times)
         if d["confirms"]:
@@ -1815,9 +1819,9 @@ def design_findings(frame: pd.DataFrame, results_dir) -> str:
              f"{', '.join(sorted(set(sub['data'])))}; {runs['epochs'].iloc[0]} epochs; arms "
              f"{', '.join(_arm_label(a) for a in arm_order(sub['arm']))}; seeds {sorted(set(sub['seed']))}; "
              f"{', '.join(sorted(set(sub['device'])))}; commit(s) {', '.join(sorted(set(sub['git_commit'])))})."]
-    joined = {r["config"]["profile"]: r for r in design_records(results_dir)}
+    by_profile = {r["config"]["profile"]: r for r in design_records(results_dir)}
     reg = "; ".join(f"profile {r['profile']}, {r['time_utc']}, commit {r['git_commit']}, "
-                    f"{registration_note(joined[r['profile']], times)}" for r in d["registered"])
+                    f"{registration_note(by_profile[r['profile']], times)}" for r in d["registered"])
     m = len(d["secondary"])
     prim = d["primary"]
     lines.append(f"- **Design, registered** ({reg}): primary comparison "

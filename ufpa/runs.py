@@ -271,16 +271,13 @@ def cross_cpu_differences(a: dict, b: dict) -> list[str]:
 
 # --- a record reproduced: one training code standing in for another -------------------------------------------------
 
-identical_differences = integrity.identical_differences
-
-
 def reproduce(record: str | os.PathLike, scratch: str | os.PathLike | None = None) -> dict:
     """Re-train a recorded run with the code checked out now, on this machine, into ``scratch`` (default:
     ``scratch/reproduce/``), and compare the record this call wrote with the recorded one bit for bit
-    (``identical_differences``). The record must be its run (``integrity.check_record_identity``: an edited record
-    would train another run), and a run left in ``scratch`` by an earlier call is removed first, so a stale file is
-    never compared. When the two training codes differ (``code_fingerprint``) and the run repeated exactly, on the
-    CPU type that made the record, an equivalence record goes beside the record
+    (``integrity.identical_differences``). The record must be its run (``integrity.check_record_identity``: an
+    edited record would train another run), and a run left in ``scratch`` by an earlier call is removed first, so a
+    stale file is never compared. When the two training codes differ (``code_fingerprint``) and the run repeated
+    exactly, on the CPU type that made the record, an equivalence record goes beside the record
     (``<results>/equivalence/<old>-<new>.json``) holding both records' hashes and the repeat itself
     (``integrity.check_equivalence`` checks them): the report then pools records of the two codes. Returns what it
     found."""
@@ -300,7 +297,7 @@ def reproduce(record: str | os.PathLike, scratch: str | os.PathLike | None = Non
     train(cfg)
     again = records.read_record(repeat_path, "train_run")
     integrity.check_record_identity(repeat_path, again)
-    diffs = identical_differences(rec, again)
+    diffs = integrity.identical_differences(rec, again)
     old, new = rec["results"].get("code_fingerprint"), again["results"]["code_fingerprint"]
     same_cpu = rec["provenance"].get("cpu_capability") == again["provenance"].get("cpu_capability") and \
         rec["provenance"]["device"] == again["provenance"]["device"]

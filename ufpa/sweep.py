@@ -197,8 +197,8 @@ def check_design(doc: dict, runs: list[TrainConfig]) -> dict:
     """The profile's pre-registered design, checked against its grid: known keys, every comparison between two arms
     the grid trains (``train.arm`` names them) on the same seeds, and a metric the report knows. Returns the design
     with its defaults (metric AP, flip test on, level 0.95)."""
-    design = integrity.check_design_fields(doc["design"], f"profile {doc['name']!r}, design")
     where = f"profile {doc['name']!r}, design"
+    design = integrity.check_design_fields(doc["design"], where)
     seeds: dict = {}
     for cfg in runs:
         seeds.setdefault(arm(cfg), set()).add(cfg.seed)
